@@ -1,0 +1,1 @@
+"""The ``ldeq`` command line."""

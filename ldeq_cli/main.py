@@ -1,0 +1,14 @@
+"""``ldeq``: the project's command line. Sub-commands live in small modules and import heavy stacks lazily."""
+
+from __future__ import annotations
+
+import typer
+
+from ldeq_cli import core_commands
+
+app = typer.Typer(help="Stable video facial landmarks with Landmark DEQs and RwR.", no_args_is_help=True)
+core_commands.register(app)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,228 @@
+"""Recurrence without Recurrence (spec §3): streaming video inference with per-stream equilibrium state.
+
+Each stream (video) keeps its previous frame's equilibrium z*. A frame of a stream is solved from that warm start
+with a small per-frame budget (default 2 cell evaluations, the upstream setting); a stream's first frame, and any
+frame after a reset (caller-flagged shot cut or track loss, or a large box jump), gets a full solve with the model's
+own solver settings. ``upstream=True`` reproduces the released code: every frame, the first included, gets
+``upstream_max_iters`` solver iterations plus the extra f step with the batch-mean stop.
+
+Frames from many streams are solved together in one batch, but every stopping decision is per sample, so a
+stream's landmarks do not depend on which other streams share its batch (except in ``upstream`` mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ldeq_core.geometry import apply_affine, crop_face, invert_affine, to_model_input
+from ldeq_core.model import LandmarkDEQ
+
+
+@dataclass(frozen=True)
+class RwRConfig:
+    """Video inference settings. ``mode='per_frame'`` is the baseline: a full solve from zeros on every frame."""
+
+    mode: Literal["rwr", "per_frame"] = "rwr"
+    budget_nfe: int = 2
+    tol: float = 0.0
+    gamma: float = 0.0
+    reset_iou: float = 0.3
+    upstream: bool = False
+    upstream_max_iters: int = 1
+    crop_size: int = 256
+    extra_scale: float = 1.2
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("rwr", "per_frame"):
+            raise ValueError(f"rwr.mode must be 'rwr' or 'per_frame', got {self.mode!r}")
+        if self.budget_nfe < 1 or self.upstream_max_iters < 1:
+            raise ValueError("rwr budgets must be >= 1")
+        if self.gamma < 0 or self.tol < 0 or not 0 <= self.reset_iou <= 1:
+            raise ValueError("rwr.gamma and rwr.tol must be >= 0 and 0 <= rwr.reset_iou <= 1")
+
+
+@dataclass
+class StepResult:
+    """One batch of frames: ``coords`` (N, L, 2) in crop pixels, ``nfe`` (N,), ``full_solve`` (N,) bools."""
+
+    coords: np.ndarray
+    nfe: np.ndarray
+    full_solve: np.ndarray
+    rel_residual: np.ndarray
+    landmarks: np.ndarray | None = None  # (N, L, 2) original-frame pixels, when frames and boxes were given
+
+
+@dataclass
+class _Stream:
+    z: torch.Tensor
+    box: np.ndarray | None
+    frames: int = 0
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class RwRTracker:
+    """Streaming RwR over any number of independent streams, identified by hashable ids."""
+
+    def __init__(self, model: LandmarkDEQ, cfg: RwRConfig | None = None) -> None:
+        self.model = model.eval()
+        self.cfg = cfg or RwRConfig()
+        self.streams: dict[Hashable, _Stream] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def reset(self, stream_id: Hashable | None = None) -> None:
+        """Forget one stream (its next frame gets a full solve), or all streams when ``stream_id`` is None."""
+        if stream_id is None:
+            self.streams.clear()
+        else:
+            self.streams.pop(stream_id, None)
+
+    def step(
+        self,
+        frames_bgr: Sequence[np.ndarray],
+        boxes: np.ndarray,
+        stream_ids: Sequence[Hashable],
+        reset: Sequence[bool] | None = None,
+    ) -> StepResult:
+        """One frame from each stream: crop with its box, solve, and map landmarks back to frame pixels."""
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if len(frames_bgr) != len(stream_ids) or boxes.shape[0] != len(stream_ids):
+            raise ValueError("frames, boxes and stream_ids must have the same length")
+        crops, affines = zip(
+            *(
+                crop_face(fr, bx, self.cfg.crop_size, self.cfg.extra_scale)
+                for fr, bx in zip(frames_bgr, boxes, strict=True)
+            ),
+            strict=True,
+        )
+        images = to_model_input(np.stack(crops), self.device)
+        res = self.step_crops(images, stream_ids, boxes=boxes, reset=reset)
+        res.landmarks = apply_affine(np.stack([invert_affine(m) for m in affines]), res.coords)
+        return res
+
+    @torch.no_grad()
+    def step_crops(
+        self,
+        images: torch.Tensor,
+        stream_ids: Sequence[Hashable],
+        boxes: np.ndarray | None = None,
+        reset: Sequence[bool] | None = None,
+    ) -> StepResult:
+        """Solve already-cropped, normalised images (N, 3, S, S), one per stream; returns crop-pixel landmarks."""
+        n = images.shape[0]
+        if len(set(stream_ids)) != n or len(stream_ids) != n:
+            raise ValueError("stream_ids must be unique, one per image")
+        cfg, model, dev = self.cfg, self.model, images.device
+        fresh = np.array(
+            [
+                self._needs_full_solve(sid, None if boxes is None else boxes[i], reset, i)
+                for i, sid in enumerate(stream_ids)
+            ]
+        )
+        z0 = model.initial_state(n, dev)
+        z_prev = None
+        for i, sid in enumerate(stream_ids):
+            if not fresh[i]:
+                z0[i] = self.streams[sid].z.to(dev)
+        solver = model.cfg.solver
+        if cfg.upstream:
+            solver = dataclasses.replace(
+                solver, upstream=True, upstream_max_iters=cfg.upstream_max_iters, upstream_one_less_step=False
+            )
+            out = model(images, z0, solver=solver)
+        else:
+            fresh_t = torch.as_tensor(fresh, device=dev)
+            budget = torch.where(fresh_t, solver.max_nfe, cfg.budget_nfe)
+            tol = torch.where(fresh_t, solver.tol, cfg.tol)
+            gamma = torch.where(fresh_t, 0.0, cfg.gamma)
+            if cfg.gamma > 0:
+                z_prev = z0
+            out = model(images, z0, max_nfe=budget, tol=tol, gamma=gamma, z_prev=z_prev)
+        for i, sid in enumerate(stream_ids):
+            st = self.streams.get(sid) if not fresh[i] else None
+            self.streams[sid] = _Stream(
+                z=out.z_star[i].clone(),
+                box=None if boxes is None else np.asarray(boxes[i], dtype=np.float64),
+                frames=(st.frames if st else 0) + 1,
+            )
+        return StepResult(
+            coords=out.coords.float().cpu().numpy().astype(np.float64) * cfg.crop_size,
+            nfe=out.stats.nfe.cpu().numpy(),
+            full_solve=fresh,
+            rel_residual=out.stats.rel_residual.cpu().numpy(),
+        )
+
+    def _needs_full_solve(self, sid: Hashable, box: np.ndarray | None, reset: Sequence[bool] | None, i: int) -> bool:
+        if self.cfg.upstream:
+            # Upstream warm-starts every frame after the first and never resets.
+            return sid not in self.streams
+        if self.cfg.mode == "per_frame" or sid not in self.streams or (reset is not None and reset[i]):
+            return True
+        prev = self.streams[sid].box
+        return box is not None and prev is not None and box_iou(prev, np.asarray(box, np.float64)) < self.cfg.reset_iou
+
+
+@dataclass
+class VideoResult:
+    landmarks: np.ndarray  # (T, L, 2) frame pixels
+    nfe: np.ndarray  # (T,)
+    full_solve: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+def track_videos(
+    model: LandmarkDEQ,
+    videos: Sequence[tuple[Sequence[np.ndarray], np.ndarray]],
+    cfg: RwRConfig | None = None,
+    max_batch: int = 64,
+) -> list[VideoResult]:
+    """Run RwR over several videos, batching frame t of every video still playing (frame-synchronous).
+
+    ``videos`` holds (frames_bgr, boxes) pairs; frames of different videos may differ in count and size.
+    Videos are processed in groups of at most ``max_batch`` streams.
+    """
+    results: list[VideoResult] = [None] * len(videos)  # type: ignore[list-item]
+    for start in range(0, len(videos), max_batch):
+        group = list(range(start, min(start + max_batch, len(videos))))
+        tracker = RwRTracker(model, cfg)
+        outs: dict[int, list[StepResult]] = {v: [] for v in group}
+        t = 0
+        while True:
+            live = [v for v in group if t < len(videos[v][0])]
+            if not live:
+                break
+            res = tracker.step([videos[v][0][t] for v in live], np.stack([videos[v][1][t] for v in live]), live)
+            for j, v in enumerate(live):
+                outs[v].append(
+                    StepResult(
+                        res.coords[j : j + 1],
+                        res.nfe[j : j + 1],
+                        res.full_solve[j : j + 1],
+                        res.rel_residual[j : j + 1],
+                        res.landmarks[j : j + 1],
+                    )
+                )
+            t += 1
+        for v in group:
+            steps = outs[v]
+            results[v] = VideoResult(
+                landmarks=np.concatenate([s.landmarks for s in steps]),
+                nfe=np.concatenate([s.nfe for s in steps]),
+                full_solve=np.concatenate([s.full_solve for s in steps]),
+            )
+    return results

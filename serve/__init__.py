@@ -1,0 +1,1 @@
+"""Ray Serve application for batch video scoring with RwR."""
