@@ -1,7 +1,8 @@
 """Recurrence without Recurrence (spec §3): streaming video inference with per-stream equilibrium state.
 
 Each stream (video) keeps its previous frame's equilibrium z*. A frame of a stream is solved from that warm start
-with a small per-frame budget (default 2 cell evaluations, the upstream setting); a stream's first frame, and any
+with a small per-frame budget of fixed-point steps (default 2 cell evaluations, the upstream setting, whose WFLW-V
+model also used fpi); a stream's first frame, and any
 frame after a reset (caller-flagged shot cut or track loss, or a large box jump), gets a full solve with the model's
 own solver settings. ``upstream=True`` reproduces the released code: every frame, the first included, gets
 ``upstream_max_iters`` solver iterations plus the extra f step with the batch-mean stop.
@@ -20,6 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ldeq_core.config import SolverConfig
 from ldeq_core.geometry import apply_affine, crop_face, invert_affine, to_model_input
 from ldeq_core.model import LandmarkDEQ
 
@@ -135,38 +137,54 @@ class RwRTracker:
                 for i, sid in enumerate(stream_ids)
             ]
         )
-        z0 = model.initial_state(n, dev)
-        z_prev = None
-        for i, sid in enumerate(stream_ids):
-            if not fresh[i]:
-                z0[i] = self.streams[sid].z.to(dev)
-        solver = model.cfg.solver
         if cfg.upstream:
+            z0 = model.initial_state(n, dev)
+            for i, sid in enumerate(stream_ids):
+                if not fresh[i]:
+                    z0[i] = self.streams[sid].z.to(dev)
             solver = dataclasses.replace(
-                solver, upstream=True, upstream_max_iters=cfg.upstream_max_iters, upstream_one_less_step=False
+                model.cfg.solver,
+                upstream=True,
+                upstream_max_iters=cfg.upstream_max_iters,
+                upstream_one_less_step=False,
             )
-            out = model(images, z0, solver=solver)
+            outs = [(np.arange(n), model(images, z0, solver=solver))]
         else:
-            fresh_t = torch.as_tensor(fresh, device=dev)
-            budget = torch.where(fresh_t, solver.max_nfe, cfg.budget_nfe)
-            tol = torch.where(fresh_t, solver.tol, cfg.tol)
-            gamma = torch.where(fresh_t, 0.0, cfg.gamma)
-            if cfg.gamma > 0:
-                z_prev = z0
-            out = model(images, z0, max_nfe=budget, tol=tol, gamma=gamma, z_prev=z_prev)
-        for i, sid in enumerate(stream_ids):
-            st = self.streams.get(sid) if not fresh[i] else None
-            self.streams[sid] = _Stream(
-                z=out.z_star[i].clone(),
-                box=None if boxes is None else np.asarray(boxes[i], dtype=np.float64),
-                frames=(st.frames if st else 0) + 1,
-            )
-        return StepResult(
-            coords=out.coords.float().cpu().numpy().astype(np.float64) * cfg.crop_size,
-            nfe=out.stats.nfe.cpu().numpy(),
-            full_solve=fresh,
-            rel_residual=out.stats.rel_residual.cpu().numpy(),
-        )
+            # Fresh streams get the model's full solve from zeros; warm streams a fixed-budget fixed-point solve
+            # from their previous z*. The two groups are solved separately (different solvers and starts).
+            outs = []
+            fresh_idx, warm_idx = np.flatnonzero(fresh), np.flatnonzero(~fresh)
+            if fresh_idx.size:
+                outs.append((fresh_idx, model(images[torch.as_tensor(fresh_idx, device=dev)])))
+            if warm_idx.size:
+                z0 = torch.stack([self.streams[stream_ids[i]].z for i in warm_idx]).to(dev)
+                warm = SolverConfig(
+                    method="fpi", max_nfe=cfg.budget_nfe, tol=cfg.tol, stop_mode=model.cfg.solver.stop_mode
+                )
+                out = model(
+                    images[torch.as_tensor(warm_idx, device=dev)],
+                    z0,
+                    solver=warm,
+                    gamma=cfg.gamma,
+                    z_prev=z0 if cfg.gamma > 0 else None,
+                )
+                outs.append((warm_idx, out))
+        coords = np.zeros((n, model.cfg.n_landmarks, 2))
+        nfe = np.zeros(n, dtype=np.int64)
+        rel = np.zeros(n)
+        for idx, out in outs:
+            coords[idx] = out.coords.float().cpu().numpy() * cfg.crop_size
+            nfe[idx] = out.stats.nfe.cpu().numpy()
+            rel[idx] = out.stats.rel_residual.cpu().numpy()
+            for j, i in enumerate(idx):
+                sid = stream_ids[i]
+                prev = None if fresh[i] else self.streams.get(sid)
+                self.streams[sid] = _Stream(
+                    z=out.z_star[j].clone(),
+                    box=None if boxes is None else np.asarray(boxes[i], dtype=np.float64),
+                    frames=(prev.frames if prev else 0) + 1,
+                )
+        return StepResult(coords=coords, nfe=nfe, full_solve=fresh, rel_residual=rel)
 
     def _needs_full_solve(self, sid: Hashable, box: np.ndarray | None, reset: Sequence[bool] | None, i: int) -> bool:
         if self.cfg.upstream:
