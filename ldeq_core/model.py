@@ -114,3 +114,16 @@ class LandmarkDEQ(nn.Module):
         heat = self.post_norm(res.z)
         coords, sigma = soft_argmax(heat[:, : self.cfg.n_landmarks])
         return LDEQOutput(coords, sigma, heat, res.z.detach(), res.stats, res.jac_loss)
+
+    def forward_fixed(self, img: torch.Tensor, z0: torch.Tensor, nfe: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exactly ``nfe`` fixed-point steps from ``z0`` with no stopping test: the RwR fast path.
+
+        Equal to the fixed-point solver with tolerance 0 and budget ``nfe``, but free of host synchronisation, so
+        it can be compiled or captured in a CUDA graph. Returns (coords (B, L, 2) in [0, 1), z (B, C, H, W)).
+        """
+        x = self.stem(img)
+        z = z0
+        for _ in range(nfe):
+            z = self.cell(z, x)
+        coords, _ = soft_argmax(self.post_norm(z)[:, : self.cfg.n_landmarks])
+        return coords, z

@@ -1,0 +1,23 @@
+"""The benchmark harness runs on CPU (CI has no GPU) and reports internally consistent numbers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import bench_inference
+
+
+def test_quick_cpu_run(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    result = bench_inference.main(["--device", "cpu", "--quick", "--out", str(out)])
+    assert json.loads(out.read_text())["device"] == "cpu"
+    rows = {r["variant"]: r for r in result["rwr"]}
+    assert rows["fp32"]["speedup_vs_fp32_eager"] == 1.0 and rows["fp32"]["max_landmark_diff_px"] == 0.0
+    for r in result["rwr"]:
+        assert abs(r["frames_per_s"] * r["ms_per_frame"] - 1000.0) < 1e-6 * 1000
+    modes = {(r["grad"], r["forward_nfe"]) for r in result["training_memory"]}
+    assert modes == {("implicit", 2), ("unrolled", 2)}
