@@ -1,0 +1,1 @@
+"""Procedural synthetic faces with the 98 WFLW landmarks: the offline default dataset."""
