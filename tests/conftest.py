@@ -10,6 +10,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["tests.ray_fixture"]
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

@@ -1,0 +1,475 @@
+"""The ``prepare`` stage: make ``data/raw`` for the configured source and describe it in ``prepared.json``.
+
+Sources (``params.yaml`` section ``data``, key ``source``):
+
+- ``synthetic`` (default, offline): ``pipelines.synthetic.generate.generate_dataset`` into
+  ``<out>/synthetic/{wflw,wflw_v}``; splits ``train``/``test`` (stills) and ``video_easy``/``video_hard``.
+- ``300w``: the 68-point stills under ``data.w300.root`` (referenced, never copied). Train/val split by a
+  hash of the *photo* id (the name without its trailing ``_<face number>``, so faces of one photo stay
+  together): a photo goes to ``val`` when ``sha256(id)`` maps below ``val_fraction``, or when its subset
+  is listed in ``val_subsets`` (e.g. ``[afw]`` for a subset-level split). Animated-stills videos of the
+  ``val`` images are written to ``<out>/300w_anim`` (WFLW-V layout, split ``video_val``).
+- ``wflw``: a user-supplied precropped WFLW root (``data.wflw.root``): validated and referenced.
+- ``wflw_v``: WFLW-V acquired into ``<out>/wflw_v`` by ``pipelines.acquire_wflw_v`` (YouTube +
+  annotation archive, or a packaged archive), splits ``video_easy``/``video_hard``; plus WFLW stills
+  when ``data.wflw.root`` is set.
+
+``<out>/prepared.json`` lists the still datasets (format, root relative to ``<out>``, splits -> item
+names), the video datasets (root, splits -> ids), ``n_landmarks``, a content fingerprint of referenced
+inputs and every bad item skipped with its reason. Generated folders carry a marker with the hash of the
+settings that made them: a re-run with the same settings reuses them (idempotent), an interrupted
+animated-stills or WFLW-V run resumes, and ``prepared.json`` is written (atomically) last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.formats.atomic import write_text_atomic
+from pipelines.formats.errors import BadItem
+from pipelines.formats.w300 import scan_300w
+from pipelines.formats.wflw import list_wflw_splits, scan_wflw
+from pipelines.formats.wflw_v import read_id_list, scan_wflw_v
+
+PREPARED_NAME = "prepared.json"
+PREPARED_VERSION = 1
+MARKER_NAME = ".ldeq_prepare.json"
+SOURCES = ("synthetic", "300w", "wflw", "wflw_v")
+PathLike = str | os.PathLike[str]
+
+DEFAULTS: dict[str, Any] = {
+    "source": "synthetic",
+    "out": "data/raw",
+    "seed": 0,
+    "synthetic": {"n_train": 2000, "n_test": 300, "n_videos": 12, "n_frames": 90, "image_format": "jpg",
+                  "workers": None},
+    "w300": {
+        "root": "../shared/data/300w", "subsets": ["helen_train", "afw"], "val_fraction": 0.2,
+        "val_subsets": [], "n_videos": 24, "n_frames": 60, "frame_size": [640, 480], "fps": 30.0,
+    },
+    "wflw": {"root": None, "splits": None, "check_images": True},
+    "wflw_v": {
+        "annotations": None, "archive": None, "url_template": "https://www.youtube.com/watch?v={id}",
+        "lists_dir": None, "split": "all", "max_videos": None, "workers": 4, "retries": 3,
+    },
+}
+_NO_HASH_KEYS = frozenset({"workers"})  # settings that do not change the generated data
+
+
+# -------------------------------------------------------------------------------------------- settings
+def merge_settings(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``given`` over ``defaults`` (recursively); ``ValueError`` naming ``where`` for unknown keys."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} (known: {sorted(defaults)})")
+    out: dict[str, Any] = {}
+    for key, default in defaults.items():
+        value = given.get(key, default)
+        if isinstance(default, Mapping):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{where}.{key}: expected a mapping, got {value!r}")
+            value = merge_settings(default, value, f"{where}.{key}")
+        out[key] = value
+    return out
+
+
+def data_settings(params: Mapping[str, Any], where: str = "params.yaml") -> dict[str, Any]:
+    """The ``data`` section of ``params`` merged over ``DEFAULTS``; unknown keys raise ``ValueError``."""
+    section = params.get("data") or {}
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{where}: 'data' must be a mapping, got {section!r}")
+    cfg = merge_settings(DEFAULTS, section, f"{where}: data")
+    if cfg["source"] not in SOURCES:
+        raise ValueError(f"{where}: data.source must be one of {SOURCES}, got {cfg['source']!r}")
+    syn = cfg["synthetic"]
+    for key in ("n_train", "n_test", "n_videos", "n_frames"):
+        if not isinstance(syn[key], int) or syn[key] < 0:
+            raise ValueError(f"{where}: data.synthetic.{key} must be an integer >= 0, got {syn[key]!r}")
+    w3 = cfg["w300"]
+    if not 0.0 <= float(w3["val_fraction"]) <= 1.0:
+        raise ValueError(f"{where}: data.w300.val_fraction must be in [0, 1], got {w3['val_fraction']!r}")
+    if len(w3["frame_size"]) != 2:
+        raise ValueError(f"{where}: data.w300.frame_size must be [width, height], got {w3['frame_size']!r}")
+    return cfg
+
+
+def load_params(path: PathLike) -> dict[str, Any]:
+    """Read a params YAML file (a mapping); ``ValueError`` naming the file otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: params file does not exist")
+    try:
+        params = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{p}: not valid YAML ({err})") from None
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{p}: top level must be a mapping")
+    return dict(params)
+
+
+def data_affecting(settings: Any) -> Any:
+    """``settings`` without the keys that do not change the produced data (``workers``), keys sorted."""
+    if isinstance(settings, Mapping):
+        return {k: data_affecting(v) for k, v in sorted(settings.items()) if k not in _NO_HASH_KEYS}
+    if isinstance(settings, list | tuple):
+        return [data_affecting(v) for v in settings]
+    return settings
+
+
+def settings_hash(settings: Any) -> str:
+    """sha256 of ``data_affecting(settings)`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(data_affecting(settings), sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ prepared.json
+@dataclass
+class StillSet:
+    """A still dataset: ``format`` is ``wflw`` (precropped, identity crop) or ``300w`` (crop from landmarks)."""
+
+    dataset: str
+    format: str
+    root: str  # relative to the prepared.json folder (or absolute)
+    splits: dict[str, dict[str, Any]]  # shard split -> {"items": [...], "source_split": str | None}
+
+
+@dataclass
+class VideoSet:
+    """A WFLW-V-layout video dataset; ``splits`` maps shard split -> {"items": [video ids]}."""
+
+    dataset: str
+    root: str
+    splits: dict[str, dict[str, Any]]
+    format: str = "wflw_v"
+
+
+@dataclass
+class Prepared:
+    """Contents of ``prepared.json``; ``path`` is where it was read from (roots resolve against its folder)."""
+
+    source: str
+    n_landmarks: int
+    stills: list[StillSet]
+    videos: list[VideoSet]
+    bad_items: list[dict[str, str]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    settings_sha256: str = ""
+    inputs: dict[str, str] = field(default_factory=dict)  # referenced root -> content fingerprint
+    counts: dict[str, int] = field(default_factory=dict)
+    path: Path | None = None
+
+    def resolve(self, root: str) -> Path:
+        """Absolute path of a dataset root recorded relative to the prepared.json folder."""
+        base = self.path.parent if self.path is not None else Path.cwd()
+        return (base / root).resolve()
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("path")
+        return json.dumps({"version": PREPARED_VERSION, **d}, indent=1) + "\n"
+
+
+def load_prepared(path: PathLike) -> Prepared:
+    """Read ``prepared.json`` (or the ``data/raw`` folder holding it); ``ValueError`` if absent or malformed."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / PREPARED_NAME
+    if not p.is_file():
+        raise ValueError(f"{p}: prepared.json not found (run `ldeq data prepare`)")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+        if d.pop("version") != PREPARED_VERSION:
+            raise ValueError(f"unsupported version, expected {PREPARED_VERSION}")
+        prep = Prepared(**{**d, "stills": [StillSet(**s) for s in d["stills"]],
+                           "videos": [VideoSet(**v) for v in d["videos"]]})
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
+        raise ValueError(f"{p}: malformed prepared.json ({err})") from None
+    prep.path = p.resolve()
+    return prep
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), base.resolve())
+    except ValueError:  # another drive
+        return os.fspath(path.resolve())
+
+
+def _bad(dataset: str, split: str, items: Sequence[BadItem]) -> list[dict[str, str]]:
+    return [{"stage": "prepare", "dataset": dataset, "split": split, **asdict(b)} for b in items]
+
+
+# ------------------------------------------------------------------------------------------ fingerprints
+def fingerprint_tree(root: Path, files: Sequence[Path]) -> str:
+    """sha256 over the relative names and contents of ``files`` (sorted by name)."""
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda q: q.relative_to(root).as_posix()):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------- generated folders
+def _marker_matches(folder: Path, sha: str) -> bool:
+    marker = folder / MARKER_NAME
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("settings_sha256") == sha
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _write_marker(folder: Path, sha: str, settings: Any) -> None:
+    write_text_atomic(folder / MARKER_NAME, json.dumps({"settings_sha256": sha, "settings": settings}, indent=1))
+
+
+def _clean_tmp(out: Path) -> None:
+    for p in out.glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- sources
+def _video_sets_from_lists(dataset: str, root: Path, out: Path, n_points: int
+                           ) -> tuple[VideoSet | None, list[dict[str, str]]]:
+    """Video set of a WFLW-V-layout folder with ``easy_video_IDs.txt`` / ``hard_video_IDs.txt``."""
+    splits: dict[str, dict[str, Any]] = {}
+    bad: list[dict[str, str]] = []
+    for name, split in (("easy_video_IDs.txt", "video_easy"), ("hard_video_IDs.txt", "video_hard")):
+        if not (root / name).is_file():
+            continue
+        good, skipped = scan_wflw_v(root, read_id_list(root / name), n_points=n_points, decode=False)
+        bad += _bad(dataset, split, skipped)
+        if good:
+            splits[split] = {"items": [c.id for c in good]}
+    return (VideoSet(dataset, _rel(root, out), splits) if splits else None), bad
+
+
+def _wflw_stills(dataset: str, root: Path, out: Path, splits: Sequence[str] | None, check_images: bool
+                 ) -> tuple[StillSet, list[dict[str, str]]]:
+    if not root.is_dir():
+        raise ValueError(f"{root}: WFLW root is not a directory (data.wflw.root)")
+    names = list(splits) if splits else list_wflw_splits(root)
+    if not names:
+        raise ValueError(f"{root}: no WFLW split files (<split>.txt) found")
+    out_splits: dict[str, dict[str, Any]] = {}
+    bad: list[dict[str, str]] = []
+    for split in names:
+        good, skipped = scan_wflw(root, split, check_images=check_images)
+        bad += _bad(dataset, split, skipped)
+        out_splits[split] = {"items": [g.relpath for g in good], "source_split": split}
+    return StillSet(dataset, "wflw", _rel(root, out), out_splits), bad
+
+
+def _prepare_synthetic(cfg: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:
+    from pipelines.synthetic.generate import generate_dataset
+
+    syn = {**cfg["synthetic"], "seed": cfg["seed"]}
+    sha = settings_hash(syn)
+    gen = out / "synthetic"
+    if not _marker_matches(gen, sha):
+        tmp = out / ".tmp-synthetic"
+        shutil.rmtree(tmp, ignore_errors=True)
+        workers = int(syn["workers"] or os.cpu_count() or 1)
+        generate_dataset(tmp, n_train=syn["n_train"], n_test=syn["n_test"], n_videos=syn["n_videos"],
+                         n_frames=syn["n_frames"], seed=syn["seed"], workers=workers, progress=progress,
+                         image_format=syn["image_format"])
+        _write_marker(tmp, sha, syn)
+        shutil.rmtree(gen, ignore_errors=True)
+        os.replace(tmp, gen)
+    stills, bad = _wflw_stills("synthetic", gen / "wflw", out, None, check_images=False)
+    videos, vbad = _video_sets_from_lists("synthetic", gen / "wflw_v", out, 98)
+    return {"n_landmarks": 98, "stills": [stills], "videos": [videos] if videos else [], "bad": bad + vbad,
+            "inputs": {}}
+
+
+def photo_id(name: str) -> str:
+    """The photo a 300-W face comes from: its name without a trailing ``_<digits>`` face number."""
+    return re.sub(r"_\d+$", "", name)
+
+
+def hash_fraction(key: str) -> float:
+    """A uniform number in [0, 1) from ``sha256(key)`` (stable across machines and Python versions)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def split_300w(names: Sequence[str], val_fraction: float, val_subsets: Sequence[str] = ()
+               ) -> dict[str, list[str]]:
+    """Deterministic train/val split of 300-W names ``<subset>/<stem>`` by photo hash (see module doc)."""
+    val_sub = set(val_subsets)
+    out: dict[str, list[str]] = {"train": [], "val": []}
+    for name in sorted(names):
+        subset = name.split("/", 1)[0] if "/" in name else ""
+        is_val = subset in val_sub or hash_fraction(photo_id(name)) < val_fraction
+        out["val" if is_val else "train"].append(name)
+    return out
+
+
+def _resolve_input(value: Any, key: str, base: Path) -> Path:
+    if not value:
+        raise ValueError(f"params.yaml: {key} must be set for this data source")
+    p = Path(os.path.expanduser(str(value)))
+    p = p if p.is_absolute() else base / p
+    if not p.is_dir():
+        raise ValueError(f"{p}: {key} is not a directory")
+    return p
+
+
+def _prepare_300w(cfg: dict[str, Any], out: Path, base: Path, progress: bool) -> dict[str, Any]:
+    from pipelines.animated_stills import build_animated_stills_dataset
+
+    w3 = cfg["w300"]
+    root = _resolve_input(w3["root"], "data.w300.root", base)
+    good, skipped = scan_300w(root, w3["subsets"] or None, check_images=True)
+    bad = _bad("300w", "", skipped)
+    by_name = {g.name: g for g in good}
+    splits = split_300w(list(by_name), float(w3["val_fraction"]), w3["val_subsets"] or ())
+    files = [p for g in good for p in (g.image_path, g.pts_path)]
+    fingerprint = fingerprint_tree(root, files)
+    stills = StillSet("300w", "300w", _rel(root, out),
+                      {s: {"items": names, "source_split": None} for s, names in splits.items() if names})
+    videos: list[VideoSet] = []
+    n_videos = int(w3["n_videos"])
+    if n_videos > 0 and splits["val"]:
+        anim = {k: w3[k] for k in ("n_videos", "n_frames", "frame_size", "fps")}
+        anim.update(seed=cfg["seed"], val=splits["val"], inputs=fingerprint)
+        sha = settings_hash(anim)
+        vdir = out / "300w_anim"
+        if not _marker_matches(vdir, sha):
+            shutil.rmtree(vdir, ignore_errors=True)
+            vdir.mkdir(parents=True)
+            _write_marker(vdir, sha, {k: v for k, v in anim.items() if k != "val"})
+        ids = build_animated_stills_dataset(
+            [by_name[n] for n in splits["val"]], vdir, n_videos, n_frames=int(w3["n_frames"]),
+            size=(int(w3["frame_size"][0]), int(w3["frame_size"][1])), fps=float(w3["fps"]),
+            seed=int(cfg["seed"]), id_prefix="anim", skip_existing=True,
+        )
+        clips, vbad = scan_wflw_v(vdir, ids, n_points=68, decode=False)
+        bad += _bad("300w_anim", "video_val", vbad)
+        if clips:
+            videos.append(VideoSet("300w_anim", _rel(vdir, out), {"video_val": {"items": [c.id for c in clips]}}))
+    elif n_videos > 0 and progress:
+        print("prepare: 300-W val split is empty, no animated-stills videos")
+    return {"n_landmarks": 68, "stills": [stills], "videos": videos, "bad": bad,
+            "inputs": {_rel(root, out): fingerprint}}
+
+
+def _wflw_input(cfg: dict[str, Any], out: Path, base: Path) -> tuple[list[StillSet], list[dict[str, str]],
+                                                                      dict[str, str]]:
+    wf = cfg["wflw"]
+    root = _resolve_input(wf["root"], "data.wflw.root", base)
+    stills, bad = _wflw_stills("wflw", root, out, wf["splits"], bool(wf["check_images"]))
+    files = [root / f"{s['source_split']}.txt" for s in stills.splits.values()]
+    files += [root / s["source_split"] / rel for s in stills.splits.values() for rel in s["items"]]
+    return [stills], bad, {_rel(root, out): fingerprint_tree(root, files)}
+
+
+def _prepare_wflw_v(cfg: dict[str, Any], out: Path, base: Path, progress: bool) -> dict[str, Any]:
+    from pipelines.acquire_wflw_v import (
+        MANIFEST_NAME,
+        Manifest,
+        acquire_from_archive,
+        acquire_from_youtube,
+        usable_ids,
+    )
+    from pipelines.wflw_v_lists import load_lists_from_dir, load_shipped_lists
+
+    wv = cfg["wflw_v"]
+    lists = (load_lists_from_dir(_resolve_input(wv["lists_dir"], "data.wflw_v.lists_dir", base))
+             if wv["lists_dir"] else load_shipped_lists())
+    vdir = out / "wflw_v"
+
+    def local(v: Any) -> Any:  # relative local paths are relative to the project, URLs pass through
+        if v is None or re.match(r"^[a-z][a-z0-9+.-]*://", str(v)):
+            return v
+        p = Path(os.path.expanduser(str(v)))
+        return p if p.is_absolute() else base / p
+
+    if wv["archive"]:
+        acquire_from_archive(vdir, local(wv["archive"]), lists=lists, workers=int(wv["workers"]),
+                             retries=int(wv["retries"]), progress=progress)
+    else:
+        acquire_from_youtube(vdir, local(wv["annotations"]), url_template=wv["url_template"], lists=lists,
+                             split=wv["split"], max_videos=wv["max_videos"], workers=int(wv["workers"]),
+                             retries=int(wv["retries"]), progress=progress)
+    usable = set(usable_ids(vdir))
+    bad = [{"stage": "prepare", "dataset": "wflw_v", "split": f"video_{r.split}" if r.split else "",
+            "item": r.id, "path": os.fspath(vdir / "videos" / f"{r.id}.mp4"), "reason": f"{r.status}: {r.reason}"}
+           for r in Manifest.load(vdir / MANIFEST_NAME).rows if r.id not in usable]
+    splits: dict[str, dict[str, Any]] = {}
+    for split in ("easy", "hard"):
+        ids = [v for v in lists.ids_in(split) if v in usable]
+        clips, vbad = scan_wflw_v(vdir, ids, n_points=98, decode=False)
+        bad += _bad("wflw_v", f"video_{split}", vbad)
+        if clips:
+            splits[f"video_{split}"] = {"items": [c.id for c in clips]}
+    videos = [VideoSet("wflw_v", _rel(vdir, out), splits)] if splits else []
+    stills: list[StillSet] = []
+    inputs: dict[str, str] = {}
+    if cfg["wflw"]["root"]:
+        stills, sbad, inputs = _wflw_input(cfg, out, base)
+        bad += sbad
+    return {"n_landmarks": 98, "stills": stills, "videos": videos, "bad": bad, "inputs": inputs}
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+def prepare(params: Mapping[str, Any], *, base_dir: PathLike | None = None, progress: bool = True) -> Prepared:
+    """Run the prepare stage for ``params`` (a parsed params.yaml); return what ``prepared.json`` holds.
+
+    Relative paths in the settings are relative to ``base_dir`` (default: the current directory, the
+    project root under DVC).
+    """
+    t0 = time.perf_counter()
+    cfg = data_settings(params)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    out = Path(cfg["out"])
+    out = out if out.is_absolute() else base / out
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_tmp(out)
+    source = cfg["source"]
+    if source == "synthetic":
+        res = _prepare_synthetic(cfg, out, progress)
+    elif source == "300w":
+        res = _prepare_300w(cfg, out, base, progress)
+    elif source == "wflw":
+        stills, bad, inputs = _wflw_input(cfg, out, base)
+        res = {"n_landmarks": 98, "stills": stills, "videos": [], "bad": bad, "inputs": inputs}
+    else:
+        res = _prepare_wflw_v(cfg, out, base, progress)
+    # generated folders of other sources are stale; WFLW-V downloads are kept (expensive to redo)
+    keep = {"synthetic": {"synthetic"}, "300w": {"300w_anim"}}.get(source, set())
+    for name in ("synthetic", "300w_anim"):
+        if name not in keep:
+            shutil.rmtree(out / name, ignore_errors=True)
+    counts: dict[str, int] = {}
+    for group in (*res["stills"], *res["videos"]):
+        for split, entry in group.splits.items():
+            counts[split] = counts.get(split, 0) + len(entry["items"])
+    if not counts:
+        raise ValueError(f"data source {source!r}: no usable item (bad items: {res['bad'][:5]})")
+    prep = Prepared(source=source, n_landmarks=res["n_landmarks"], stills=res["stills"], videos=res["videos"],
+                    bad_items=res["bad"], settings=data_affecting(cfg), settings_sha256=settings_hash(cfg),
+                    inputs=res["inputs"], counts=counts, path=out / PREPARED_NAME)
+    write_text_atomic(out / PREPARED_NAME, prep.to_json())
+    if progress:
+        print(f"prepare: {source}: {counts}, {len(prep.bad_items)} bad item(s) skipped, "
+              f"{time.perf_counter() - t0:.1f} s -> {out / PREPARED_NAME}")
+    return prep
+
+
+def prepare_from_params(params_path: PathLike = "params.yaml", *, progress: bool = True) -> Prepared:
+    """``prepare`` with the settings of ``params_path``; paths resolve against the current directory."""
+    return prepare(load_params(params_path), progress=progress)
