@@ -1,0 +1,140 @@
+"""The frame-synchronous batcher in-process: concurrency exactness, round robin, failures and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from ldeq_core.model import LandmarkDEQ
+from ldeq_core.rwr import RwRConfig, RwRTracker
+from serve.batching import FrameBatcher, StreamRequest, StreamResult
+from serve.detector import GivenBoxes
+from serve.errors import ServiceError
+from tests.serve.helpers import IMAGE_SIZE, synthetic_clip, tiny_model
+
+CFG = RwRConfig(crop_size=IMAGE_SIZE, budget_nfe=2)
+LENGTHS = (5, 7, 4)
+
+
+@pytest.fixture(scope="module")
+def model() -> LandmarkDEQ:
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for seed, n in enumerate(LENGTHS):
+        frames, _, boxes = synthetic_clip(seed, n)
+        out.append((frames[..., ::-1].copy(), boxes))  # BGR, as decoded
+    return out
+
+
+def _request(
+    clip: tuple[np.ndarray, np.ndarray], cfg: RwRConfig = CFG, boxes: np.ndarray | None = None
+) -> StreamRequest:
+    frames, b = clip
+    return StreamRequest(iter(list(frames)), len(frames), GivenBoxes(b if boxes is None else boxes), cfg)
+
+
+def _run(batcher: FrameBatcher, reqs: list[StreamRequest]) -> list[StreamResult | BaseException]:
+    async def main() -> list[StreamResult | BaseException]:
+        try:
+            return await asyncio.gather(*(batcher.run(r) for r in reqs), return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    return asyncio.run(main())
+
+
+def _alone(model: LandmarkDEQ, clips: list[tuple[np.ndarray, np.ndarray]]) -> list[StreamResult]:
+    out = []
+    for clip in clips:
+        (res,) = _run(FrameBatcher(model, CFG), [_request(clip)])
+        assert isinstance(res, StreamResult)
+        out.append(res)
+    return out
+
+
+def test_alone_equals_a_direct_tracker_run(model: LandmarkDEQ, clips: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    (res,) = _alone(model, clips[:1])
+    tracker = RwRTracker(model, CFG)
+    frames, boxes = clips[0]
+    direct = [tracker.step([f], b[None], ["v"]) for f, b in zip(frames, boxes, strict=True)]
+    np.testing.assert_array_equal(res.landmarks, np.concatenate([d.landmarks for d in direct]))
+    assert res.nfe.tolist() == [6, 2, 2, 2, 2]  # full solve (max_nfe, tol 0) then the RwR budget
+    np.testing.assert_array_equal(res.boxes, boxes)
+
+
+def test_exact_mode_is_bitwise_independent_of_concurrency(
+    model: LandmarkDEQ, clips: list[tuple[np.ndarray, np.ndarray]]
+) -> None:
+    alone = _alone(model, clips)
+    batcher = FrameBatcher(model, CFG, exact=True)
+    together = _run(batcher, [_request(c) for c in clips])
+    for a, b in zip(alone, together, strict=True):
+        assert isinstance(b, StreamResult)
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)
+        np.testing.assert_array_equal(a.nfe, b.nfe)
+    stats = batcher.stats()
+    assert stats["ticks"] == max(LENGTHS) and stats["frames"] == sum(LENGTHS)  # one tick serves every video
+
+
+def test_batched_mode_matches_within_rounding(model: LandmarkDEQ, clips: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    alone = _alone(model, clips)
+    batcher = FrameBatcher(model, CFG)
+    together = _run(batcher, [_request(c) for c in clips])
+    worst = 0.0
+    for a, b in zip(alone, together, strict=True):
+        assert isinstance(b, StreamResult)
+        np.testing.assert_array_equal(a.nfe, b.nfe)  # stopping decisions are per sample, tol 0: same schedule
+        worst = max(worst, float(np.abs(a.landmarks - b.landmarks).max()))
+    print(f"max |batched - alone| = {worst:.2e} px")
+    assert worst < 1e-3
+    assert together[0].batch_sizes.tolist() == [3, 3, 3, 3, 2]  # type: ignore[union-attr]
+    assert batcher.stats()["max_call_size"] == 3
+
+
+def test_round_robin_caps_the_call_size(model: LandmarkDEQ, clips: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    alone = _alone(model, clips)
+    batcher = FrameBatcher(model, CFG, max_batch_size=2, exact=True)
+    together = _run(batcher, [_request(c) for c in clips])
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)  # type: ignore[union-attr]
+    assert batcher.stats()["ticks"] >= int(np.ceil(sum(LENGTHS) / 2))
+
+
+def test_a_failing_video_does_not_disturb_the_others(
+    model: LandmarkDEQ, clips: list[tuple[np.ndarray, np.ndarray]]
+) -> None:
+    alone = _alone(model, clips[:1])
+    bad_boxes = clips[1][1].copy()
+    bad_boxes[2] = [1000.0, 1000.0, 1100.0, 1100.0]  # off the frame at frame 2
+    batcher = FrameBatcher(model, CFG, exact=True)
+    ok, bad = _run(batcher, [_request(clips[0]), _request(clips[1], boxes=bad_boxes)])
+    assert isinstance(bad, ServiceError) and bad.status == 422 and "frame 2" in bad.detail
+    np.testing.assert_array_equal(ok.landmarks, alone[0].landmarks)  # type: ignore[union-attr]
+    assert batcher.tracker.streams == {}  # both streams' states freed
+
+
+def test_cancelled_request_is_dropped(model: LandmarkDEQ) -> None:
+    frames, _, boxes = synthetic_clip(9, 200)
+    batcher = FrameBatcher(model, CFG)
+
+    async def main() -> tuple[int, int]:
+        task = asyncio.create_task(batcher.run(StreamRequest(iter(list(frames)), 200, GivenBoxes(boxes), CFG)))
+        while batcher.stats()["frames"] < 3:
+            assert not task.done(), task
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.3)  # the next tick drops it
+        out = batcher.active, len(batcher.tracker.streams)
+        await batcher.close()
+        return out
+
+    assert asyncio.run(main()) == (0, 0)
+    assert batcher.stats()["frames"] < 200

@@ -1,0 +1,78 @@
+"""serve/config.yaml against Serve's schema, the application builder, and `ldeq serve --check` (no Ray started)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from ldeq_cli import serve_commands
+from tests.serve.helpers import write_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_config_yaml_is_a_valid_loopback_serve_config() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    doc = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(doc)
+    assert schema.http_options.host == "127.0.0.1" and schema.proxy_location.value == "HeadOnly"
+    (app,) = schema.applications
+    assert app.import_path == "serve.app:build_app"
+    dep = app.deployments[0]
+    assert dep.ray_actor_options.num_gpus == 0 and dep.autoscaling_config["max_replicas"] >= 1
+
+
+def test_build_app_reads_params_and_rejects_unknown_args(tmp_path: Path) -> None:
+    from ray.serve import Application
+
+    from serve.app import build_app
+
+    params = tmp_path / "params.yaml"
+    params.write_text("serve:\n  model: {checkpoint: m.pt}\n  batch: {max_batch_size: 8}\n")
+    app = build_app({"params_file": str(params), "settings": {"batch": {"wait_s": 0.0}}})
+    assert isinstance(app, Application)
+    with pytest.raises(ValueError, match="unknown args"):
+        build_app({"params": "x"})
+    with pytest.raises(ValueError, match="max_batch_sizes"):
+        build_app({"settings": {"batch": {"max_batch_sizes": 1}}})
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    serve_commands.register(app)
+    app.command("noop")(lambda: None)  # keep "serve" as a sub-command
+    return app
+
+
+def test_ldeq_serve_check_warns_about_an_untrained_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # params_file is resolved against the cwd, like `serve run` does
+    (tmp_path / "serve").mkdir()
+    config = tmp_path / "serve" / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "http_options": {"host": "127.0.0.1", "port": 8123},
+                "applications": [
+                    {"name": "ldeq", "import_path": "serve.app:build_app", "args": {"params_file": "params.yaml"}}
+                ],
+            }
+        )
+    )
+    (tmp_path / "params.yaml").write_text("serve:\n  model: {checkpoint: models/model.pt, device: cpu}\n")
+    runner = CliRunner()
+    res = runner.invoke(_cli(), ["serve", "--config", str(config), "--check"])
+    assert res.exit_code == 0, res.output
+    assert "RANDOMLY INITIALISED, UNTRAINED" in res.output and "models/model.pt not found" in res.output
+    assert "trained=False" in res.output and "http://127.0.0.1:8123" in res.output
+    ckpt = write_tiny_checkpoint(tmp_path / "models" / "model.pt")  # now the configured default exists
+    res = runner.invoke(_cli(), ["serve", "--config", str(config), "--check"])
+    assert res.exit_code == 0 and "UNTRAINED" not in res.output
+    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() in res.output
+    res = runner.invoke(_cli(), ["serve", "--config", str(config), "--check", "--checkpoint", str(tmp_path / "x.pt")])
+    assert res.exit_code != 0 and "checkpoint not found" in res.output
