@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "out": "data/raw",
     "seed": 0,
     "synthetic": {"n_train": 2000, "n_test": 300, "n_videos": 12, "n_frames": 90, "image_format": "jpg",
-                  "workers": None},
+                  "workers": None, "val_fraction": 0.1},
     "w300": {
         "root": "../shared/data/300w", "subsets": ["helen_train", "afw"], "val_fraction": 0.2,
         "val_subsets": [], "n_videos": 24, "n_frames": 60, "frame_size": [640, 480], "fps": 30.0,
@@ -277,7 +277,7 @@ def _wflw_stills(dataset: str, root: Path, out: Path, splits: Sequence[str] | No
 def _prepare_synthetic(cfg: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:
     from pipelines.synthetic.generate import generate_dataset
 
-    syn = {**cfg["synthetic"], "seed": cfg["seed"]}
+    syn = {k: v for k, v in cfg["synthetic"].items() if k != "val_fraction"} | {"seed": cfg["seed"]}
     sha = settings_hash(syn)
     gen = out / "synthetic"
     if not _marker_matches(gen, sha):
@@ -291,9 +291,23 @@ def _prepare_synthetic(cfg: dict[str, Any], out: Path, progress: bool) -> dict[s
         shutil.rmtree(gen, ignore_errors=True)
         os.replace(tmp, gen)
     stills, bad = _wflw_stills("synthetic", gen / "wflw", out, None, check_images=False)
+    _carve_val(stills, float(cfg["synthetic"].get("val_fraction", 0.1)))
     videos, vbad = _video_sets_from_lists("synthetic", gen / "wflw_v", out, 98)
     return {"n_landmarks": 98, "stills": [stills], "videos": [videos] if videos else [], "bad": bad + vbad,
             "inputs": {}}
+
+
+def _carve_val(stills: StillSet, fraction: float) -> None:
+    """Move the train stills whose ``sha256(name)`` maps below ``fraction`` to a ``val`` split (model selection
+    must not see the test split)."""
+    train = stills.splits.get("train")
+    if not train or fraction <= 0:
+        return
+    val = [n for n in train["items"] if hash_fraction(n) < fraction]
+    if not val:
+        return
+    train["items"] = [n for n in train["items"] if hash_fraction(n) >= fraction]
+    stills.splits["val"] = {"items": val, "source_split": train["source_split"]}
 
 
 def photo_id(name: str) -> str:

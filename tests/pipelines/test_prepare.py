@@ -195,3 +195,22 @@ def test_cli_data_commands(tmp_path) -> None:
     (tmp_path / "bad.yaml").write_text("data:\n  source: nope\n")
     res = runner.invoke(app, ["data", "prepare", "--params", str(tmp_path / "bad.yaml")])
     assert res.exit_code == 2 and "data.source" in res.output
+
+
+def test_synthetic_val_split_is_carved_from_train_by_hash(tmp_path) -> None:
+    from pipelines.prepare import hash_fraction
+
+    raw = tmp_path / "raw"
+    params = tiny_params(raw, tmp_path / "shards")
+    prepare(params, base_dir=tmp_path, progress=False)
+    first = raw / "synthetic" / "wflw" / "train" / "synth_000000.png"
+    stamp = first.stat().st_mtime_ns
+    params["data"]["synthetic"]["val_fraction"] = 0.5
+    prep = prepare(params, base_dir=tmp_path, progress=False)
+    assert first.stat().st_mtime_ns == stamp  # changing the split does not regenerate the images
+    splits = load_prepared(raw).stills[0].splits
+    train, val = splits["train"]["items"], splits["val"]["items"]
+    assert splits["val"]["source_split"] == "train"
+    assert sorted(train + val) == [f"synth_{i:06d}.png" for i in range(16)]
+    assert val == sorted(n for n in train + val if hash_fraction(n) < 0.5)
+    assert prep.counts["val"] == len(val) > 0 and prep.counts["test"] == 4

@@ -1,0 +1,151 @@
+"""The evaluation's method registry: how each compared method turns a video into a landmark track.
+
+Two kinds of method:
+
+- **tracker** methods run the model over the video with an :class:`ldeq_core.rwr.RwRTracker`:
+  ``per_frame`` (a full solve from zeros on every frame, the baseline), ``rwr_nfe<b>`` (RwR: warm start from
+  the previous frame's equilibrium with a budget of ``b`` cell evaluations; the stream's first frame gets a full
+  solve), ``rwr_upstream`` (the released code's RwR: every frame, the first included, capped at
+  ``upstream_max_iters`` solver iterations + the extra step) and ``rwr_nfe<b>_gamma<g>`` (RwR iterating the
+  proximal map ``z <- (f(z) + g z_prev) / (1 + g)``);
+- **filter** methods smooth the landmark track of a tracker method offline (``per_frame+ema``,
+  ``per_frame+one_euro``, ``per_frame+kalman``); their parameters are tuned on the tuning videos
+  (:mod:`pipelines.evaluate.tune_filters`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ldeq_core.filters import ema_filter, kalman_filter, one_euro_filter
+from ldeq_core.rwr import RwRConfig
+
+PER_FRAME = "per_frame"
+FILTER_NAMES = ("ema", "one_euro", "kalman")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One compared method. ``rwr`` is set for trackers; ``base`` and ``filter`` for filtered methods."""
+
+    name: str
+    kind: Literal["tracker", "filter"]
+    label: str
+    rwr: RwRConfig | None = None
+    base: str | None = None
+    filter: str | None = None
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """``evaluate.methods`` of params.yaml (see :func:`method_settings`)."""
+
+    budgets: tuple[int, ...] = (1, 2, 4)
+    primary_budget: int = 2
+    tol: float = 0.0
+    reset_iou: float = 0.3
+    gammas: tuple[float, ...] = (1.0,)
+    upstream: bool = True
+    upstream_max_iters: int = 1
+    filters: tuple[str, ...] = FILTER_NAMES
+    extra_scale: float = 1.2
+
+    def __post_init__(self) -> None:
+        if not self.budgets or any(not isinstance(b, int) or b < 1 for b in self.budgets):
+            raise ValueError(f"evaluate.methods.budgets: need integers >= 1, got {list(self.budgets)}")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise ValueError(f"evaluate.methods.budgets: duplicate budgets in {list(self.budgets)}")
+        if self.primary_budget not in self.budgets:
+            raise ValueError(
+                f"evaluate.methods.primary_budget {self.primary_budget} is not one of budgets {list(self.budgets)}"
+            )
+        if any(not (isinstance(g, int | float) and math.isfinite(g) and g > 0) for g in self.gammas):
+            raise ValueError(f"evaluate.methods.gammas: need finite values > 0, got {list(self.gammas)}")
+        unknown = sorted(set(self.filters) - set(FILTER_NAMES))
+        if unknown:
+            raise ValueError(f"evaluate.methods.filters: unknown filter(s) {unknown}, known {list(FILTER_NAMES)}")
+        if self.tol < 0 or not 0 <= self.reset_iou <= 1 or self.upstream_max_iters < 1 or self.extra_scale <= 0:
+            raise ValueError("evaluate.methods: need tol >= 0, 0 <= reset_iou <= 1, upstream_max_iters >= 1, "
+                             "extra_scale > 0")
+
+
+def method_settings(section: Mapping[str, Any] | None, where: str = "evaluate.methods") -> MethodSettings:
+    """Parse the ``evaluate.methods`` mapping (missing keys take the defaults); unknown keys raise."""
+    data = dict(section or {})
+    known = set(MethodSettings.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} (known: {sorted(known)})")
+    for key in ("budgets", "gammas", "filters"):
+        if key in data:
+            value = data[key] or []
+            if not isinstance(value, list | tuple):
+                raise ValueError(f"{where}.{key}: expected a list, got {value!r}")
+            data[key] = tuple(value)
+    try:
+        return MethodSettings(**data)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def rwr_name(budget: int, gamma: float = 0.0) -> str:
+    """Method name of RwR at ``budget`` NFE (with the proximal weight ``gamma`` when > 0)."""
+    return f"rwr_nfe{budget}" + (f"_gamma{gamma:g}" if gamma > 0 else "")
+
+
+def filter_method_name(filter_name: str, base: str = PER_FRAME) -> str:
+    return f"{base}+{filter_name}"
+
+
+def build_methods(settings: MethodSettings, crop_size: int) -> list[Method]:
+    """Every compared method, trackers first (``per_frame`` first), then the filtered baselines."""
+    common = {"tol": settings.tol, "reset_iou": settings.reset_iou, "crop_size": crop_size,
+              "extra_scale": settings.extra_scale}
+    out = [Method(PER_FRAME, "tracker", "per-frame full solve from zeros",
+                  rwr=RwRConfig(mode="per_frame", **common))]
+    for b in sorted(settings.budgets):
+        out.append(Method(rwr_name(b), "tracker", f"RwR, warm start + {b} NFE per frame",
+                          rwr=RwRConfig(mode="rwr", budget_nfe=b, **common)))
+    if settings.upstream:
+        out.append(Method("rwr_upstream", "tracker",
+                          f"RwR as released: {settings.upstream_max_iters} solver iteration(s) + 1 step on every "
+                          "frame, the first included",
+                          rwr=RwRConfig(mode="rwr", upstream=True, upstream_max_iters=settings.upstream_max_iters,
+                                        **common)))
+    for g in settings.gammas:
+        b = settings.primary_budget
+        out.append(Method(rwr_name(b, float(g)), "tracker", f"RwR, {b} NFE of the proximal map, gamma {g:g}",
+                          rwr=RwRConfig(mode="rwr", budget_nfe=b, gamma=float(g), **common)))
+    for f in settings.filters:
+        out.append(Method(filter_method_name(f), "filter", f"per-frame + offline {f} filter (tuned)",
+                          base=PER_FRAME, filter=f))
+    return out
+
+
+def primary_rwr(settings: MethodSettings) -> str:
+    """The RwR method compared against the baselines in the report."""
+    return rwr_name(settings.primary_budget)
+
+
+def apply_filter(filter_name: str, params: Mapping[str, float], landmarks: np.ndarray, fps: float) -> np.ndarray:
+    """Smooth a (T, L, 2) landmark track offline with ``filter_name`` and ``params``.
+
+    One Euro takes its sampling frequency from the clip's ``fps``; EMA and Kalman work per frame.
+    """
+    if filter_name == "ema":
+        return ema_filter(landmarks, **params)
+    if filter_name == "one_euro":
+        return one_euro_filter(landmarks, freq=float(fps), **params)
+    if filter_name == "kalman":
+        return kalman_filter(landmarks, **params)
+    raise ValueError(f"filter: unknown filter {filter_name!r}, expected one of {list(FILTER_NAMES)}")
+
+
+def trackers(methods: Sequence[Method]) -> list[Method]:
+    """The tracker methods of ``methods``, in order."""
+    return [m for m in methods if m.kind == "tracker"]
