@@ -1,0 +1,398 @@
+"""The per-worker training loop for Ray Train v2 (``TorchTrainer``): DDP, validation, checkpoints, MLflow.
+
+``train_loop_per_worker(config)`` expects ``config = {"train": TrainConfig.to_dict(), "steps_per_epoch": int,
+"mlflow_run_id": str | None}``. Every rank calls ``ray.train.report`` once per epoch with the same metrics;
+rank 0 attaches a checkpoint every ``checkpoint_every`` epochs and at the last epoch. A checkpoint folder holds
+``state.pt`` (model, optimiser, scheduler, epochs done, torch/python RNG states, best NME, history; plain tensors
+and builtins, loadable with ``weights_only=True``) and ``best.pt`` (the best model so far, in our checkpoint format).
+Returns (rank 0) a summary dict: ``history``, ``best_epoch``, ``best_val_nme``, ``start_epoch``, ``mlflow_run_id``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ldeq_core.checkpoints import load_checkpoint, save_checkpoint
+from ldeq_core.metrics import fr_auc, nme
+from ldeq_core.model import LandmarkDEQ
+from pipelines.train.augment import batch_rng
+from pipelines.train.config import TrainConfig
+from pipelines.train.data import prepare_arrays, to_tensors
+from pipelines.train.objectives import (
+    WarmupCosine,
+    coordinate_loss,
+    heatmap_loss,
+    reachable_targets,
+)
+from pipelines.train.reporting import flatten
+
+STATE_FILE = "state.pt"
+FAIL_DELAY_S = 5.0
+BEST_FILE = "best.pt"
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on conv weights only (not on biases, norm parameters or 0-d parameters)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _gather(obj: Any) -> list[Any]:
+    """All ranks' ``obj`` (a list with one entry per rank); ``[obj]`` without a process group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _sync_buffers(module: torch.nn.Module) -> None:
+    """Broadcast rank 0's buffers (BN running stats) so every rank evaluates the same model."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buf in module.buffers():
+            dist.broadcast(buf, 0)
+
+
+def _rng_state() -> dict[str, Any]:
+    """Global torch and python RNG states as tensors and builtins (``weights_only``-loadable). numpy randomness
+    (augmentation) comes from generators derived from (seed, epoch, rank, step), so it needs no state."""
+    py_version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "python": [py_version, list(py_state), py_gauss]}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if cfg.bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _maybe_fail(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
+    """Test hook: the last rank exits abruptly in epoch ``fail_at_epoch`` of the first attempt only."""
+    if cfg.fail_at_epoch is None or epoch + 1 != cfg.fail_at_epoch or rank != world - 1 or not cfg.fail_marker:
+        return
+    marker = Path(cfg.fail_marker)
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"rank {rank} exited in epoch {epoch + 1}\n")
+    # The Train controller collects reports when it polls the workers (every 2 s); wait so that the previous
+    # epoch's checkpoint is registered and the test knows which checkpoint the restarted group must resume from.
+    time.sleep(FAIL_DELAY_S)
+    os._exit(3)
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    iterator: Any,
+    cfg: TrainConfig,
+    epoch: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """One pass over this worker's shard; returns the batch-mean loss, training NFE and local image count."""
+    mcfg = cfg.model_config()
+    model.train()
+    budget_rng = random.Random(cfg.seed * 1_000_003 + epoch)  # identical on every rank
+    losses, nfes, images, t0 = [], [], 0, time.perf_counter()
+    batches = iterator.iter_batches(
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+        drop_last=True,
+        local_shuffle_buffer_size=4 * cfg.batch_size,
+        local_shuffle_seed=cfg.seed * 100003 + epoch * 1009 + rank,
+    )
+    for step, batch in enumerate(batches):
+        if step == 0:
+            _maybe_fail(cfg, epoch, rank, world)
+        rng = batch_rng(cfg.seed, epoch, rank, step)
+        imgs, lms = prepare_arrays(batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks, rng=rng, aug=cfg.augment)
+        x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
+        budget = cfg.effective_train_nfe
+        if cfg.stochastic_budget:
+            budget = budget_rng.randint(1, budget)
+        with _autocast(cfg, device):
+            out = model(x, max_nfe=budget)
+        target = reachable_targets(target, mcfg.heatmap_size)
+        loss = coordinate_loss(out.coords, target, cfg.loss, wing_w=cfg.wing_w, wing_eps=cfg.wing_eps)
+        if cfg.heatmap_loss_weight > 0:
+            loss = loss + cfg.heatmap_loss_weight * heatmap_loss(out.heatmaps, target, cfg.heatmap_sigma)
+        if cfg.jac_reg_weight > 0 and out.jac_loss is not None:
+            loss = loss + cfg.jac_reg_weight * out.jac_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        nfes.append(float(out.stats.nfe.float().mean()))
+        images += len(imgs)
+    return {
+        "loss_sum": float(np.sum(losses)),
+        "steps": len(losses),
+        "nfe_sum": float(np.sum(nfes)),
+        "images": images,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+@torch.no_grad()
+def validate(
+    model: LandmarkDEQ, iterator: Any, cfg: TrainConfig, rank: int, world: int, device: torch.device
+) -> dict[str, Any]:
+    """This rank's share (every world-th batch) of the val split with the model's inference solver settings."""
+    mcfg = model.cfg
+    model.eval()
+    preds, gts, nfe, res, losses = [], [], [], [], []
+    for j, batch in enumerate(iterator.iter_batches(batch_size=cfg.val_batch_size, batch_format="numpy")):
+        if j % world != rank:
+            continue
+        imgs, lms = prepare_arrays(batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks)
+        x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
+        with _autocast(cfg, device):
+            out = model(x)
+        tgt = reachable_targets(target, mcfg.heatmap_size)
+        loss = coordinate_loss(out.coords, tgt, cfg.loss, wing_w=cfg.wing_w, wing_eps=cfg.wing_eps)
+        losses.append((float(loss) * len(imgs), len(imgs)))
+        preds.append(out.coords.float().cpu().numpy() * mcfg.image_size)
+        gts.append(lms)
+        nfe.append(out.stats.nfe.float().cpu().numpy())
+        res.append(out.stats.rel_residual.float().cpu().numpy())
+    lmk = (0, mcfg.n_landmarks, 2)
+    return {
+        "pred": _concat(preds, lmk),
+        "gt": _concat(gts, lmk),
+        "nfe": _concat(nfe, (0,)),
+        "residual": _concat(res, (0,)),
+        "loss_sum": float(sum(v for v, _ in losses)),
+        "count": int(sum(n for _, n in losses)),
+    }
+
+
+def _concat(parts: list[np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(empty_shape)
+
+
+def summarise_validation(parts: list[dict[str, Any]], norm: str) -> dict[str, float]:
+    """NME / FR@0.1 / AUC@0.1 (fractions), val loss and solver statistics over all ranks' parts."""
+    pred = np.concatenate([p["pred"] for p in parts])
+    gt = np.concatenate([p["gt"] for p in parts])
+    if len(gt) == 0:
+        raise ValueError("validation split produced no samples")
+    if norm == "inter_ocular" and gt.shape[1] not in (98, 68):
+        norm = "face"
+    per_image = nme(pred, gt, norm=norm)
+    fr, auc = fr_auc(per_image, threshold=0.1)
+    count = sum(p["count"] for p in parts)
+    return {
+        "val_nme": float(per_image.mean()),
+        "val_fr": fr,
+        "val_auc": auc,
+        "val_loss": sum(p["loss_sum"] for p in parts) / count,
+        "val_nfe_mean": float(np.concatenate([p["nfe"] for p in parts]).mean()),
+        "val_residual_mean": float(np.concatenate([p["residual"] for p in parts]).mean()),
+        "val_images": len(gt),
+    }
+
+
+def _save_state(
+    folder: Path,
+    raw: LandmarkDEQ,
+    best_state: dict[str, torch.Tensor] | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epochs_done: int,
+    best: dict[str, Any],
+    history: list[dict[str, float]],
+    cfg: TrainConfig,
+) -> None:
+    state = {
+        "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epochs_done": epochs_done,
+        "rng": _rng_state(),
+        "best": best,
+        "history": history,
+    }
+    torch.save(state, folder / STATE_FILE)
+    best_model = raw
+    if best_state is not None:
+        best_model = copy.deepcopy(raw).cpu()
+        best_model.load_state_dict(best_state)
+    save_checkpoint(
+        folder / BEST_FILE,
+        best_model,
+        {"epoch": int(best.get("epoch", epochs_done)), "val_nme": float(best.get("val_nme", math.nan)),
+         "run_name": cfg.run_name, "source": "ldeq train"},
+    )
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train entry point (see the module docstring for ``config``)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig.from_dict(config["train"])
+    steps_per_epoch = int(config["steps_per_epoch"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":  # one intra-op thread per reserved CPU: avoids oversubscribing shared nodes
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    random.seed(cfg.seed + rank)
+
+    raw = LandmarkDEQ(cfg.model_config())
+    state: dict[str, Any] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+            if rank == 0:
+                best_state = load_checkpoint(Path(folder) / BEST_FILE).model.state_dict()
+        raw.load_state_dict(state["model"])
+    if cfg.channels_last:
+        raw = raw.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(raw)
+    raw = model.module if hasattr(model, "module") else model
+
+    optimizer = torch.optim.AdamW(parameter_groups(raw, cfg.weight_decay), lr=cfg.lr)
+    total_steps = steps_per_epoch * cfg.epochs
+    schedule = WarmupCosine(round(cfg.warmup_epochs * steps_per_epoch), total_steps, cfg.min_lr_ratio, cfg.cosine)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"val_nme": math.inf, "epoch": 0}
+    start_epoch = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        # the schedule object is rebuilt from this config (a resumed run may have new epochs); keep its step count
+        sched_state = dict(state["scheduler"])
+        sched_state["lr_lambdas"] = [None] * len(optimizer.param_groups)
+        scheduler.load_state_dict(sched_state)
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * schedule(scheduler.last_epoch)
+        _set_rng_state(state["rng"])
+        history, best, start_epoch = list(state["history"]), dict(state["best"]), int(state["epochs_done"])
+
+    logger = None
+    if rank == 0 and config.get("mlflow_run_id"):
+        from pipelines.train.tracking import RunLogger
+
+        logger = RunLogger(cfg.mlflow_uri, config["mlflow_run_id"])
+        params = flatten({"train": {k: v for k, v in cfg.to_dict().items() if k != "model"}})
+        params.update(flatten({"model": cfg.model_config().to_dict()}))
+        params.update({"model.preset": cfg.model["preset"], "world_size": world, "steps_per_epoch": steps_per_epoch})
+        logger.log_params(params)
+        if start_epoch:
+            logger.set_tags({"ldeq.resumed_from_epoch": start_epoch})
+
+    train_it = ray.train.get_dataset_shard("train")
+    val_it = ray.train.get_dataset_shard("val")
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = optimizer.param_groups[0]["lr"]
+        tr = _gather(train_one_epoch(model, optimizer, scheduler, train_it, cfg, epoch, rank, world, device))
+        steps = sum(t["steps"] for t in tr)
+        _sync_buffers(raw)
+        val = summarise_validation(_gather(validate(raw, val_it, cfg, rank, world, device)), cfg.nme_norm)
+        seconds = max(t["seconds"] for t in tr)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": sum(t["loss_sum"] for t in tr) / max(1, steps),
+            "train_nfe_mean": sum(t["nfe_sum"] for t in tr) / max(1, steps),
+            "lr": lr,
+            "images_per_s": sum(t["images"] for t in tr) / max(seconds, 1e-9),
+            "epoch_train_s": seconds,
+            **val,
+        }
+        history.append(row)
+        if row["val_nme"] < best["val_nme"]:
+            best = {"val_nme": row["val_nme"], "epoch": epoch + 1, "val_fr": row["val_fr"], "val_auc": row["val_auc"]}
+            if rank == 0:
+                best_state = {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
+        if logger is not None:
+            logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+        last = epoch + 1 == cfg.epochs
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
+                _save_state(Path(tmp), raw, best_state, optimizer, scheduler, epoch + 1, best, history, cfg)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report({**row, "best_val_nme": best["val_nme"]}, checkpoint=ckpt)
+
+    summary = {
+        "history": history,
+        "best_epoch": int(best["epoch"]),
+        "best_val_nme": float(best["val_nme"]),
+        "start_epoch": start_epoch,
+        "world_size": world,
+        "mlflow_run_id": config.get("mlflow_run_id"),
+    }
+    if rank != 0:
+        return None
+    if logger is not None:
+        _log_final_artifacts(logger, raw, best_state, best, history, cfg)
+    return summary
+
+
+def _log_final_artifacts(
+    logger: Any,
+    raw: LandmarkDEQ,
+    best_state: dict[str, torch.Tensor] | None,
+    best: dict[str, Any],
+    history: list[dict[str, float]],
+    cfg: TrainConfig,
+) -> None:
+    """Best + last checkpoints (our format), the resolved config, and the training curves (CSV + PNG)."""
+    import yaml
+
+    from pipelines.train.reporting import plot_curves, write_curves_csv
+    from pipelines.train.tracking import BEST_FILE as REG_BEST
+    from pipelines.train.tracking import LAST_FILE, MODEL_ARTIFACT_DIR
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        meta = {"run_name": cfg.run_name, "epochs": len(history), "source": "ldeq train"}
+        save_checkpoint(d / LAST_FILE, raw, {**meta, "epoch": len(history), "val_nme": history[-1]["val_nme"]})
+        best_model = raw
+        if best_state is not None:
+            best_model = copy.deepcopy(raw).cpu()
+            best_model.load_state_dict(best_state)
+        save_checkpoint(d / REG_BEST, best_model, {**meta, "epoch": best["epoch"], "val_nme": best["val_nme"]})
+        (d / "train_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (d / "model_config.yaml").write_text(yaml.safe_dump(cfg.model_config().to_dict(), sort_keys=False))
+        write_curves_csv(d / "train_curves.csv", history)
+        plot_curves(d / "train_curves.png", history, title=cfg.run_name)
+        logger.log_artifact(d / REG_BEST, MODEL_ARTIFACT_DIR)
+        logger.log_artifact(d / LAST_FILE, "checkpoints")
+        logger.log_artifact(d / "train_config.yaml", "config")
+        logger.log_artifact(d / "model_config.yaml", "config")
+        logger.log_artifact(d / "train_curves.csv", "plots")
+        logger.log_artifact(d / "train_curves.png", "plots")
+    logger.set_tags({"best_epoch": best["epoch"], "best_val_nme": f"{best['val_nme']:.6g}"})
+    logger.finish()

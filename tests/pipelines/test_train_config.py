@@ -1,0 +1,113 @@
+"""TrainConfig: params.yaml sections, overrides, path resolution, run fingerprints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.train.config import TrainConfig, load_train_config, resolve_tracking_uri
+from pipelines.train.sweep import SweepConfig, load_sweep_config, search_space
+from pipelines.train.trainer import ray_run_name, steps_per_epoch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_params(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_load_sections_and_overrides(tmp_path: Path) -> None:
+    params = write_params(tmp_path, {
+        "model": {"preset": "tiny", "image_size": 128, "heatmap_size": 32, "solver": {"max_nfe": 5}},
+        "train": {"epochs": 7, "lr": 0.002, "augment": {"flip_prob": 0.25}},
+        "data": {"source": "synthetic"},
+    })
+    cfg = load_train_config(params, ["train.lr=5e-4", "batch_size=4", "model.solver.tol=0.01",
+                                     "augment.blur_prob=0", "grad_mode=one_step", "train_max_nfe=3"])
+    assert (cfg.epochs, cfg.lr, cfg.batch_size) == (7, 5e-4, 4)
+    assert (cfg.augment.flip_prob, cfg.augment.blur_prob) == (0.25, 0.0)
+    m = cfg.model_config()
+    assert (m.image_size, m.heatmap_size, m.injection_width) == (128, 32, 32)  # tiny widths kept
+    assert (m.solver.max_nfe, m.solver.tol, m.solver.method) == (5, 0.01, "anderson")
+    assert m.grad.mode == "one_step"
+    assert cfg.effective_train_nfe == 3
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    params = write_params(tmp_path, {"model": {"preset": "tiny"}, "train": {"epochz": 3}})
+    with pytest.raises(ValueError, match=r"params\.yaml.*epochz"):
+        load_train_config(params)
+    params = write_params(tmp_path, {"model": {"preset": "tiny", "widht": 3}, "train": {}})
+    with pytest.raises(ValueError, match="widht"):
+        load_train_config(params)
+    with pytest.raises(ValueError, match=r"train\.lr.*fast"):
+        TrainConfig().with_overrides(["lr=fast"])
+    with pytest.raises(ValueError, match="key=value"):
+        TrainConfig().with_overrides(["lr"])
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="l2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not found"):
+        load_train_config(tmp_path / "missing.yaml")
+
+
+def test_paths_resolve_against_the_root(tmp_path: Path) -> None:
+    cfg = TrainConfig(storage_path="outputs/ray", data_dir="/abs/shards").resolved(tmp_path)
+    assert cfg.storage_path == str(tmp_path.resolve() / "outputs" / "ray")
+    assert cfg.data_dir == "/abs/shards"
+    assert cfg.mlflow_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert cfg.mlflow_uri.startswith("sqlite:////")
+    assert resolve_tracking_uri("sqlite:////x/y.db", tmp_path) == "sqlite:////x/y.db"
+    assert resolve_tracking_uri("http://127.0.0.1:5000", tmp_path) == "http://127.0.0.1:5000"
+    assert TrainConfig(storage_path="s3://bucket/runs").resolved(tmp_path).storage_path == "s3://bucket/runs"
+
+
+def test_run_fingerprint_tracks_training_settings_only() -> None:
+    cfg = TrainConfig()
+    name = ray_run_name(cfg, "data1")
+    assert name.startswith("ldeq-train-") and len(name) == len("ldeq-train-") + 10
+    assert ray_run_name(cfg.with_overrides(["max_failures=3", "storage_path=/x", "fail_at_epoch=2"]), "data1") == name
+    assert ray_run_name(cfg.with_overrides(["lr=0.5"]), "data1") != name
+    assert ray_run_name(cfg.with_overrides(["model.solver.max_nfe=3"]), "data1") != name
+    assert ray_run_name(cfg, "data2") != name
+
+
+def test_steps_per_epoch_matches_an_equal_split() -> None:
+    assert steps_per_epoch(64, 2, 8) == 4
+    assert steps_per_epoch(70, 4, 8) == 2  # 17 rows per worker
+    assert steps_per_epoch(10, 2, 8) == 0
+
+
+def test_repository_params_load() -> None:
+    cfg = load_train_config(REPO / "params.yaml")
+    assert cfg.model["preset"] in ("tiny", "paper")
+    assert cfg.model_config().n_landmarks == 98
+    sweep = load_sweep_config(REPO / "params.yaml")
+    assert sweep.space and set(search_space(sweep.space)) == set(sweep.space)
+
+
+def test_sweep_config_validation() -> None:
+    with pytest.raises(ValueError, match="grid"):
+        SweepConfig(space={"lr": {"normal": [0, 1]}})
+    with pytest.raises(ValueError, match="unknown sweep"):
+        SweepConfig.from_dict({"spaces": {}})
+    space = search_space({"lr": {"grid": [1, 2]}, "train_max_nfe": {"choice": [4, 8]}})
+    assert space["lr"] == {"grid_search": [1, 2]}
+    assert sorted(space["train_max_nfe"].categories) == [4, 8]
+
+
+def test_cli_reports_bad_settings_without_a_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ldeq_cli.main import app
+
+    params = write_params(tmp_path, {"model": {"preset": "tiny"}, "train": {}})
+    res = CliRunner().invoke(app, ["train", "--params", str(params), "--set", "loss=l3"])
+    assert res.exit_code == 2
+    assert "loss" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["sweep", "--params", str(params), "--set", "epochs=0"])
+    assert res.exit_code == 2 and "epochs" in res.output
