@@ -123,5 +123,22 @@ def serve_command(
         ray.shutdown()
 
 
+def serve_smoke_command(
+    checkpoint: Path = typer.Option(Path("models/model.pt"), help="model to serve"),
+    raw_dir: Path = typer.Option(Path("data/raw"), help="prepared data (videos are picked from it)"),
+    out: Path = typer.Option(Path("metrics/serve_smoke.json"), help="where the result goes"),
+    videos: int = typer.Option(2, help="videos in the request"),
+) -> None:
+    """Pipeline smoke test: deploy the service on 127.0.0.1, score held-out videos over HTTP, verify, record."""
+    from serve.smoke import run_smoke
+
+    result = run_smoke(Path.cwd(), checkpoint=checkpoint, raw_dir=raw_dir, out=out, n_videos=videos)
+    typer.echo(
+        f"serve smoke: {result['videos']} videos, {result['frames']} frames in {result['request_latency_s']} s "
+        f"({result['frames_per_s']} frames/s), NME {result['nme_io_mean']:.2f} %, NMF {result['nmf_mean']:.1f} -> {out}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve_command)
+    app.command("serve-smoke")(serve_smoke_command)

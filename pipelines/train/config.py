@@ -67,6 +67,9 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 0.5
     gpus_per_worker: float = 1.0
+    # extra Ray resources per worker, e.g. {"trainer_slot": 1} with nodes started by `ray start --resources=...`
+    # (CPU and GPU are set by cpus_per_worker / gpus_per_worker); empty: none
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
     # fault tolerance and tracking
     checkpoint_every: int = 1
     keep_checkpoints: int = 2
@@ -98,6 +101,7 @@ class TrainConfig:
             raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
         if self.nme_norm not in ("inter_ocular", "face"):
             raise ValueError(f"train.nme_norm must be inter_ocular or face, got {self.nme_norm!r}")
+        _check_resources(self.resources_per_worker)
         if "preset" not in self.model:
             raise ValueError("model: needs a 'preset' (tiny | paper) plus optional ModelConfig overrides")
         self.model_config()  # validates the model section early
@@ -162,10 +166,23 @@ class TrainConfig:
         )
 
 
+def _check_resources(resources: object) -> None:
+    """``train.resources_per_worker``: a mapping of custom resource names (not CPU/GPU) to numbers >= 0."""
+    if not isinstance(resources, dict):
+        raise ValueError(f"train.resources_per_worker must be a mapping name -> amount, got {resources!r}")
+    for name, amount in resources.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"train.resources_per_worker: resource names must be non-empty strings, got {name!r}")
+        if name in ("CPU", "GPU"):
+            raise ValueError(f"train.resources_per_worker.{name}: set cpus_per_worker / gpus_per_worker instead")
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or not amount >= 0:
+            raise ValueError(f"train.resources_per_worker.{name}: expected a number >= 0, got {amount!r}")
+
+
 def _coerce_floats(kind: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     """YAML 1.1 reads ``1e-3`` as a string: convert strings given for float fields, naming bad ones."""
     out = dict(data)
-    float_fields = {f.name for f in fields(kind) if "float" in str(f.type)}
+    float_fields = {f.name for f in fields(kind) if str(f.type).startswith("float")}
     for key, value in data.items():
         if key in float_fields and isinstance(value, str):
             try:

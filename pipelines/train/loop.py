@@ -5,7 +5,8 @@
 rank 0 attaches a checkpoint every ``checkpoint_every`` epochs and at the last epoch. A checkpoint folder holds
 ``state.pt`` (model, optimiser, scheduler, epochs done, torch/python RNG states, best NME, history; plain tensors
 and builtins, loadable with ``weights_only=True``) and ``best.pt`` (the best model so far, in our checkpoint format).
-Returns (rank 0) a summary dict: ``history``, ``best_epoch``, ``best_val_nme``, ``start_epoch``, ``mlflow_run_id``.
+Returns (rank 0) a summary dict: ``history``, ``best_epoch``, ``best_val_nme``, ``start_epoch``, ``world_size``,
+``worker_node_ids`` (the Ray node id of each rank, gathered once) and ``mlflow_run_id``.
 """
 
 from __future__ import annotations
@@ -281,6 +282,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         raw = raw.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(raw)
     raw = model.module if hasattr(model, "module") else model
+    node_ids = [str(n) for n in _gather(ray.get_runtime_context().get_node_id())]  # placement, one per rank
 
     optimizer = torch.optim.AdamW(parameter_groups(raw, cfg.weight_decay), lr=cfg.lr)
     total_steps = steps_per_epoch * cfg.epochs
@@ -351,6 +353,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         "best_val_nme": float(best["val_nme"]),
         "start_epoch": start_epoch,
         "world_size": world,
+        "worker_node_ids": node_ids,
         "mlflow_run_id": config.get("mlflow_run_id"),
     }
     if rank != 0:

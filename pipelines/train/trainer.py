@@ -57,6 +57,7 @@ _NOT_FINGERPRINTED = frozenset(
         "fail_marker",
         "cpus_per_worker",
         "gpus_per_worker",
+        "resources_per_worker",
     }
 )
 
@@ -133,7 +134,7 @@ def build_trainer(
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    resources = {"CPU": cfg.cpus_per_worker}
+    resources = {**cfg.resources_per_worker, "CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
     return TorchTrainer(
@@ -273,6 +274,14 @@ def finished_run(cfg: TrainConfig, name: str, run_id: str | None) -> tuple[dict[
     return summary, result.checkpoint
 
 
+def _placement(node_ids: list[str] | None) -> dict[str, Any]:
+    """``worker_nodes`` (distinct Ray nodes) and ``worker_node_ids`` (one per rank); empty when unknown (a run
+    restored from its finished checkpoint starts no workers)."""
+    if not node_ids:
+        return {}
+    return {"worker_nodes": len(set(node_ids)), "worker_node_ids": list(node_ids)}
+
+
 def _write_outputs(
     cfg: TrainConfig,
     summary: dict[str, Any],
@@ -298,6 +307,8 @@ def _write_outputs(
         "epochs": len(history),
         "train_images_per_s": sum(ips) / len(ips),
         "world_size": summary["world_size"],
+        # distinct Ray nodes the workers ran on; a run restored from its finished checkpoint started no workers
+        **_placement(summary.get("worker_node_ids")),
         "final": {k: last[k] for k in ("train_loss", "val_loss", "val_nme", "val_fr", "val_auc")},
     }
     registered = None
