@@ -55,8 +55,8 @@ def residuals(fz: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     Low-precision states are upcast to float32 before subtracting; float64 states are subtracted in float64.
     """
     dtype = torch.promote_types(fz.dtype, torch.float32)
-    fz_w = fz.to(dtype).flatten(1)
-    diff = (fz_w - z.to(dtype).flatten(1)).norm(dim=1)
+    fz_w = fz.detach().to(dtype).flatten(1)
+    diff = (fz_w - z.detach().to(dtype).flatten(1)).norm(dim=1)
     return diff.float(), (diff / (fz_w.norm(dim=1) + _EPS)).float()
 
 
@@ -296,7 +296,7 @@ def upstream_anderson(
         fs[:, slot] = f(x_new.view(shape)).flatten(1)
         nfe += 1
         dtype = torch.promote_types(fs.dtype, torch.float32)
-        a = (fs[:, slot].to(dtype) - xs[:, slot].to(dtype)).norm(dim=1)
+        a = (fs[:, slot].detach().to(dtype) - xs[:, slot].detach().to(dtype)).norm(dim=1)
         r = (a / (fs[:, slot].to(dtype) + _EPS).norm(dim=1)).float()
         a = a.float()
         crit = r if stop_mode == "rel" else a
