@@ -297,7 +297,7 @@ def upstream_anderson(
         nfe += 1
         dtype = torch.promote_types(fs.dtype, torch.float32)
         a = (fs[:, slot].detach().to(dtype) - xs[:, slot].detach().to(dtype)).norm(dim=1)
-        r = (a / (fs[:, slot].to(dtype) + _EPS).norm(dim=1)).float()
+        r = (a / (fs[:, slot].detach().to(dtype) + _EPS).norm(dim=1)).float()
         a = a.float()
         crit = r if stop_mode == "rel" else a
         if trace:
