@@ -32,8 +32,14 @@ def demo(
 ) -> None:
     """Run `dvc repro` of the whole pipeline, then print the metrics and where the plots, videos and runs are."""
     root = root.resolve()
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"), "DVC_NO_ANALYTICS": "1"}
-    dvc = Path(sys.executable).with_name("dvc")
+    bin_dir = Path(sys.executable).parent  # the stages call `ldeq`: make this environment's scripts visible
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "DVC_NO_ANALYTICS": "1",
+    }
+    dvc = bin_dir / "dvc"
     cmd = [str(dvc) if dvc.exists() else "dvc", "repro", *(["--force"] if force else [])]
     typer.echo(f"$ {' '.join(cmd)}   (in {root})")
     start = time.perf_counter()
