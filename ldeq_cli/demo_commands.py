@@ -11,12 +11,18 @@ from pathlib import Path
 
 import typer
 
+_HEADLINE = ("video.overall.", "compare.overall.", "still.", "info.")
+_SKIP = ("per_video", "worker_node_ids", "_fw")
+
 
 def _print_metrics(root: Path) -> None:
+    """The headline numbers of every metrics file (evaluation: overall per-method and comparison lines)."""
     for path in sorted((root / "metrics").glob("*.json")):
         typer.echo(f"\n== {path.relative_to(root)}")
         data = json.loads(path.read_text())
         for key, value in _flatten(data):
+            if any(s in key for s in _SKIP) or (path.stem == "eval" and not key.startswith(_HEADLINE)):
+                continue
             typer.echo(f"  {key:<48} {value}")
 
 
