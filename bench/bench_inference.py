@@ -102,17 +102,41 @@ def make_step(model: LandmarkDEQ, v: Variant, img: torch.Tensor, z0: torch.Tenso
 
 
 @torch.no_grad()
+def _trained_setup(checkpoint: Path, inputs: Path, b: int, device: torch.device):
+    """A trained model, real face crops (tiled to batch ``b``) and their fp32 equilibria as the warm start."""
+    import numpy as np
+
+    from ldeq_core.checkpoints import load_checkpoint
+    from ldeq_core.geometry import to_model_input
+
+    model = load_checkpoint(checkpoint).model.to(device).eval()
+    crops = np.load(inputs)["crops"]
+    img = to_model_input(crops[np.arange(b) % len(crops)], device)
+    z0 = model(img).z_star  # the model's own full solve: RwR steps then start near the fixed point
+    return model, img, z0
+
+
 def bench_rwr(
-    preset: str, batches: list[int], variants: list[Variant], device: torch.device, nfe: int = 2
+    preset: str,
+    batches: list[int],
+    variants: list[Variant],
+    device: torch.device,
+    nfe: int = 2,
+    checkpoint: Path | None = None,
+    inputs: Path | None = None,
 ) -> list[dict]:
-    cfg = get_preset(preset)
-    cost = model_cost(cfg)
+    cfg = get_preset(preset) if checkpoint is None else None
     rows = []
     for b in batches:
         torch.manual_seed(0)
-        model = LandmarkDEQ(cfg).to(device).eval()
-        img = torch.randn(b, 3, cfg.image_size, cfg.image_size, device=device)
-        z0 = model.cell.norm(torch.randn(model.z_shape(b), device=device))  # a heatmap-like warm start
+        if checkpoint is not None and inputs is not None:
+            model, img, z0 = _trained_setup(checkpoint, inputs, b, device)
+            cfg = model.cfg
+        else:
+            model = LandmarkDEQ(cfg).to(device).eval()
+            img = torch.randn(b, 3, cfg.image_size, cfg.image_size, device=device)
+            z0 = model.cell.norm(torch.randn(model.z_shape(b), device=device))  # a heatmap-like warm start
+        cost = model_cost(cfg)
         base_fn = make_step(model, Variant("baseline", "fp32", False), img, z0, nfe, device)
         reference = base_fn().float().clone()
         base_sec = None
@@ -142,6 +166,7 @@ def bench_rwr(
                     "tflops": flops / sec / 1e12,
                     "speedup_vs_fp32_eager": (base_sec / sec) if base_sec else None,
                     "max_landmark_diff_px": float((out - reference).abs().max()) * cfg.image_size,
+                    "max_landmark_diff_px_at_256": float((out - reference).abs().max()) * 256,
                     "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
                 }
             )
@@ -225,6 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
     p.add_argument("--train-batch", type=int, default=4)
     p.add_argument("--quick", action="store_true", help="tiny preset, batch 2, no compile: a smoke run")
+    p.add_argument("--checkpoint", type=Path, default=None, help="a trained checkpoint (parity on real inputs)")
+    p.add_argument("--inputs", type=Path, default=None, help="npz with uint8 'crops' (N, S, S, 3) for --checkpoint")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -242,6 +269,14 @@ def main(argv: list[str] | None = None) -> dict:
     result["rwr"] = []
     result["full_solve"] = []
     result["training_memory"] = []
+    if args.checkpoint is not None:
+        # Parity and speed of the variants on a trained model and real crops; nothing else.
+        result["rwr"] = bench_rwr(
+            "checkpoint", batches, variants, device, checkpoint=args.checkpoint, inputs=args.inputs
+        )
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1))
+        return result
     for preset in presets:
         result["rwr"] += bench_rwr(preset, batches, variants, device)
         result["full_solve"] += bench_full_solve(preset, batches[:1] if args.quick else [1, 32], device)
