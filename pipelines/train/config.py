@@ -155,14 +155,17 @@ class TrainConfig:
         return TrainConfig.from_dict(data)
 
     def resolved(self, root: str | os.PathLike[str]) -> TrainConfig:
-        """Copy with relative paths and a relative ``sqlite:///`` URI made absolute against ``root``."""
+        """Copy with relative paths and a relative ``sqlite:///`` URI made absolute against ``root``.
+
+        ``$MLFLOW_TRACKING_URI``, when set, overrides ``mlflow_uri`` (e.g. a remote ``mlflow server``).
+        """
         root = Path(root).resolve()
         return dataclasses.replace(
             self,
             data_dir=_abs(self.data_dir, root),
             storage_path=_abs(self.storage_path, root),
             mlflow_artifacts=_abs(self.mlflow_artifacts, root),
-            mlflow_uri=resolve_tracking_uri(self.mlflow_uri, root),
+            mlflow_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow_uri, root),
         )
 
 

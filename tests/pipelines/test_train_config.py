@@ -111,3 +111,13 @@ def test_cli_reports_bad_settings_without_a_traceback(tmp_path: Path) -> None:
     assert "loss" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["sweep", "--params", str(params), "--set", "epochs=0"])
     assert res.exit_code == 2 and "epochs" in res.output
+
+
+def test_tracking_uri_comes_from_the_environment_when_set(tmp_path, monkeypatch) -> None:
+    from pipelines.train.config import TrainConfig
+
+    cfg = TrainConfig(mlflow_uri="sqlite:///mlflow.db")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert cfg.resolved(tmp_path).mlflow_uri == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert cfg.resolved(tmp_path).mlflow_uri == "http://127.0.0.1:5000"
