@@ -577,7 +577,9 @@ def _log_mlflow(client: Any, rid: str, s: EvalSettings, root: Path, metrics: Map
     ts = int(time.time() * 1000)
     ms = [Metric(_mlflow_key(k), float(v), ts, 0) for k, v in metrics.items()
           if isinstance(v, int | float) and not isinstance(v, bool)]
-    flat = _flatten({"evaluate": dataclasses.asdict(s)})
+    from pipelines.train.reporting import flatten
+
+    flat = flatten({"evaluate": dataclasses.asdict(s)})
     flat.update({f"chosen.{f}.{k}": v for f, p in summary["filters"]["chosen"].items() for k, v in p.items()})
     flat.update({f"model.{k}": v for k, v in summary["model"].items()})
     ps = [Param(_mlflow_key(k), str(v)[:6000]) for k, v in flat.items()]
@@ -591,15 +593,6 @@ def _log_mlflow(client: Any, rid: str, s: EvalSettings, root: Path, metrics: Map
     client.set_terminated(rid, "FINISHED")
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def run_evaluate_from_params(params_path: PathLike = "params.yaml", *, checkpoint: PathLike | None = None,

@@ -39,22 +39,31 @@ def _write_params(path: Path, **preprocess: object) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.mark.slow
-def test_dvc_repro_runs_once_then_only_what_changed(tmp_path, ray_local) -> None:
+def make_dvc_repo(repo: Path, ray_address: str) -> dict[str, str]:
+    """A throw-away git + DVC repository holding the pipeline code and dvc.yaml; returns the env to run it with.
+
+    The caller writes ``repo/params.yaml``. Skips when DVC is not installed next to this interpreter.
+    """
     if not DVC.is_file():
         pytest.skip(f"dvc not installed next to {sys.executable}")
-    repo = tmp_path / "repo"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO / "pipelines", repo / "pipelines", ignore=ignore)
-    shutil.copytree(REPO / "ldeq_core", repo / "ldeq_core", ignore=ignore)
+    for pkg in ("pipelines", "ldeq_core"):
+        shutil.copytree(REPO / pkg, repo / pkg, ignore=ignore)
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
-    _write_params(repo / "params.yaml")
     env = {**os.environ, "PATH": f"{DVC.parent}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-           "RAY_ADDRESS": ray_local, "RAY_AUTH_MODE": "disabled", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "RAY_ADDRESS": ray_address, "RAY_AUTH_MODE": "disabled", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     _run(["git", "init", "-q"], repo, env)
     _run([str(DVC), "init", "-q"], repo, env)
     _run([str(DVC), "config", "core.check_update", "false"], repo, env)
+    return env
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_once_then_only_what_changed(tmp_path, ray_local) -> None:
+    repo = tmp_path / "repo"
+    env = make_dvc_repo(repo, ray_local)
+    _write_params(repo / "params.yaml")
 
     out = _run([str(DVC), "repro", "preprocess"], repo, env)
     assert _stage_lines(out)[0] == {"prepare", "preprocess"}

@@ -4,20 +4,16 @@ model and MLflow records appear; a second repro is a no-op; a train-only paramet
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ldeq_core.checkpoints import load_checkpoint
-from tests.pipelines.test_dvc_data_stages import _run, _stage_lines
+from tests.pipelines.test_dvc_data_stages import DVC, _run, _stage_lines, make_dvc_repo
 
 REPO = Path(__file__).resolve().parents[2]
-DVC = Path(sys.executable).with_name("dvc")
 
 
 def _write_params(path: Path, lr: float) -> None:
@@ -31,19 +27,9 @@ def _write_params(path: Path, lr: float) -> None:
 
 @pytest.mark.slow
 def test_dvc_repro_train_stage(tmp_path, ray_local) -> None:
-    if not DVC.is_file():
-        pytest.skip(f"dvc not installed next to {sys.executable}")
     repo = tmp_path / "repo"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for pkg in ("pipelines", "ldeq_core"):
-        shutil.copytree(REPO / pkg, repo / pkg, ignore=ignore)
-    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    env = make_dvc_repo(repo, ray_local)
     _write_params(repo / "params.yaml", lr=0.002)
-    env = {**os.environ, "PATH": f"{DVC.parent}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-           "RAY_ADDRESS": ray_local, "RAY_AUTH_MODE": "disabled", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    _run(["git", "init", "-q"], repo, env)
-    _run([str(DVC), "init", "-q"], repo, env)
 
     out = _run([str(DVC), "repro", "train"], repo, env)
     assert _stage_lines(out)[0] == {"prepare", "preprocess", "train"}
