@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ldeq_core.config import SolverConfig, get_preset
+from ldeq_core.inference import InferenceEngine, InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.profiling import model_cost
 
@@ -54,15 +55,28 @@ class Variant:
 
 VARIANTS = [
     Variant("fp32", "fp32", False),
+    Variant("fp32+graph", "fp32", False, "graph"),
     Variant("tf32", "tf32", False),
+    Variant("tf32+cl", "tf32", True),
+    Variant("tf32+cl+graph", "tf32", True, "graph"),
+    Variant("tf32+cl+compile", "tf32", True, "compile"),
     Variant("bf16", "bf16", False),
     Variant("bf16+cl", "bf16", True),
     Variant("bf16+cl+graph", "bf16", True, "graph"),
     Variant("bf16+cl+compile", "bf16", True, "compile"),
+    Variant("default", "auto", False, "engine"),  # InferenceEngine with the default policy: what eval/serve run
 ]
+PARITY_PX_AT_256 = 0.1  # issue target: landmarks within 0.1 px (256x256 crop) of fp32 eager
 
 
 def make_step(model: LandmarkDEQ, v: Variant, img: torch.Tensor, z0: torch.Tensor, nfe: int, device: torch.device):
+    if v.mode == "engine":
+        engine = InferenceEngine(model, InferencePolicy())
+
+        def engine_step() -> torch.Tensor:
+            return engine.fixed_steps(img, z0, nfe)[0]
+
+        return engine_step
     torch.backends.cuda.matmul.allow_tf32 = v.dtype == "tf32"
     torch.backends.cudnn.allow_tf32 = v.dtype == "tf32"
     fmt = torch.channels_last if v.channels_last else torch.contiguous_format
@@ -116,6 +130,7 @@ def _trained_setup(checkpoint: Path, inputs: Path, b: int, device: torch.device)
     return model, img, z0
 
 
+@torch.no_grad()
 def bench_rwr(
     preset: str,
     batches: list[int],
@@ -167,6 +182,9 @@ def bench_rwr(
                     "speedup_vs_fp32_eager": (base_sec / sec) if base_sec else None,
                     "max_landmark_diff_px": float((out - reference).abs().max()) * cfg.image_size,
                     "max_landmark_diff_px_at_256": float((out - reference).abs().max()) * 256,
+                    "parity_ok": float((out - reference).abs().max()) * 256 <= PARITY_PX_AT_256,
+                    "policy": InferencePolicy().resolve(device).describe() if v.mode == "engine" else None,
+                    "state_bytes_per_stream": z0[0].numel() * z0.element_size(),
                     "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
                 }
             )
@@ -242,6 +260,41 @@ def bench_training_memory(preset: str, batch: int, budgets: list[int], device: t
     return rows
 
 
+@torch.no_grad()
+def profile_kernels(preset: str, batch: int, device: torch.device, nfe: int = 2, top: int = 12) -> dict:
+    """torch.profiler over the default inference path's RwR step: the top GPU kernels and their share of time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = get_preset(preset)
+    model = LandmarkDEQ(cfg).to(device).eval()
+    img = torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=device)
+    z0 = model.cell.norm(torch.randn(model.z_shape(batch), device=device))
+    step = make_step(model, Variant("default", "auto", False, "engine"), img, z0, nfe, device)
+    for _ in range(3):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    reps = 10
+    with profile(activities=activities) as prof:
+        for _ in range(reps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", 0) if device.type == "cuda" else e.self_cpu_time_total
+        if t > 0:
+            rows.append((e.key, float(t), int(e.count)))
+    total = sum(t for _, t, _ in rows) or 1.0
+    rows.sort(key=lambda r: -r[1])
+    kernels = [
+        {"name": k[:120], "share": t / total, "us_per_step": t / reps, "calls_per_step": c / reps}
+        for k, t, c in rows[:top]
+    ]
+    result = {"preset": preset, "batch": batch, "nfe": nfe, "device_us_per_step": total / reps, "top": kernels}
+    print(json.dumps(result, indent=1), flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -253,6 +306,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--checkpoint", type=Path, default=None, help="a trained checkpoint (parity on real inputs)")
     p.add_argument("--inputs", type=Path, default=None, help="npz with uint8 'crops' (N, S, S, 3) for --checkpoint")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--profile", default="", help="batch sizes to profile the default path at, e.g. 1,256")
+    p.add_argument("--only-rwr", action="store_true", help="skip the full-solve and training-memory parts")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     presets = ["tiny"] if args.quick else args.presets.split(",")
@@ -269,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
     result["rwr"] = []
     result["full_solve"] = []
     result["training_memory"] = []
+    if args.profile:
+        result["profile"] = [profile_kernels(presets[0], int(b), device) for b in args.profile.split(",") if b.strip()]
     if args.checkpoint is not None:
         # Parity and speed of the variants on a trained model and real crops; nothing else.
         result["rwr"] = bench_rwr(
@@ -279,9 +336,12 @@ def main(argv: list[str] | None = None) -> dict:
         return result
     for preset in presets:
         result["rwr"] += bench_rwr(preset, batches, variants, device)
-        result["full_solve"] += bench_full_solve(preset, batches[:1] if args.quick else [1, 32], device)
+        if not args.only_rwr:
+            result["full_solve"] += bench_full_solve(preset, batches[:1] if args.quick else [1, 32], device)
         if args.out:
             args.out.write_text(json.dumps(result, indent=1))
+    if args.only_rwr:
+        return result
     budgets = [2] if args.quick else [4, 8, 16, 32]
     result["training_memory"] = bench_training_memory(
         presets[0], 1 if args.quick else args.train_batch, budgets, device

@@ -10,11 +10,21 @@ import typer
 def info(
     preset: str = typer.Option("paper", help="model preset: paper | tiny"),
     checkpoint: Path | None = typer.Option(None, help="describe this checkpoint instead of a preset"),
+    device: str = typer.Option("auto", help="device whose default inference path to report: auto | cpu | cuda"),
 ) -> None:
-    """Print a model's configuration, parameter count and MACs per cell evaluation."""
+    """Print a model's configuration, parameter count, MACs per cell evaluation and default inference path."""
+    import torch
+
     from ldeq_core.checkpoints import load_checkpoint
     from ldeq_core.config import get_preset
+    from ldeq_core.inference import InferencePolicy
     from ldeq_core.profiling import model_cost
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        typer.echo(f"error: --device {device}: CUDA is not available here", err=True)
+        raise typer.Exit(2)
 
     if checkpoint is not None:
         loaded = load_checkpoint(checkpoint)
@@ -34,6 +44,7 @@ def info(
     typer.echo(f"gradients: {cfg.grad}")
     typer.echo(cost.describe())
     typer.echo(f"GMAC per frame at 2 NFE (RwR): {cost.macs_per_frame(2) / 1e9:.2f}")
+    typer.echo(f"inference path (default policy): {InferencePolicy().resolve(device).describe()}")
 
 
 def example(frames: int = typer.Option(20, help="frames in the RwR stream"), seed: int = 0) -> None:

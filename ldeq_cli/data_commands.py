@@ -7,8 +7,7 @@ from pathlib import Path
 
 import typer
 
-data_app = typer.Typer(help="Datasets: DVC stages (prepare, preprocess) and dataset builders.",
-                       no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: DVC stages (prepare, preprocess) and dataset builders.", no_args_is_help=True)
 
 
 def _fail(err: Exception) -> typer.Exit:
@@ -42,8 +41,10 @@ def preprocess_cmd(
     except (ValueError, OSError) as err:
         raise _fail(err) from None
     splits = ", ".join(f"{k}: {v['rows']}" for k, v in report["splits"].items())
-    typer.echo(f"preprocess: {report['rows']} rows ({splits}), {report['n_bad_items']} bad item(s), "
-               f"{report['wall_seconds']} s (Ray job {report['job_seconds']} s, {report['rows_per_second']} rows/s)")
+    typer.echo(
+        f"preprocess: {report['rows']} rows ({splits}), {report['n_bad_items']} bad item(s), "
+        f"{report['wall_seconds']} s (Ray job {report['job_seconds']} s, {report['rows_per_second']} rows/s)"
+    )
 
 
 @data_app.command("synth")
@@ -61,8 +62,16 @@ def synth_cmd(
     from pipelines.synthetic.generate import generate_dataset
 
     try:
-        summary = generate_dataset(out, n_train=n_train, n_test=n_test, n_videos=n_videos, n_frames=n_frames,
-                                   seed=seed, workers=workers, image_format=image_format)
+        summary = generate_dataset(
+            out,
+            n_train=n_train,
+            n_test=n_test,
+            n_videos=n_videos,
+            n_frames=n_frames,
+            seed=seed,
+            workers=workers,
+            image_format=image_format,
+        )
     except (ValueError, OSError) as err:
         raise _fail(err) from None
     typer.echo(json.dumps(summary, indent=1))
@@ -86,8 +95,9 @@ def animate_cmd(
 
     try:
         items, bad = scan_300w(src, [s for s in subsets.split(",") if s] or None)
-        ids = build_animated_stills_dataset(items, out, n_videos, n_frames=n_frames, size=(width, height),
-                                            fps=fps, seed=seed, skip_existing=True)
+        ids = build_animated_stills_dataset(
+            items, out, n_videos, n_frames=n_frames, size=(width, height), fps=fps, seed=seed, skip_existing=True
+        )
     except (ValueError, OSError) as err:
         raise _fail(err) from None
     typer.echo(f"animate: {len(ids)} videos in {out} from {len(items)} stills ({len(bad)} bad skipped)")
@@ -97,8 +107,9 @@ def animate_cmd(
 def wflw_v_cmd(
     out: Path = typer.Option(..., help="output root (videos/, landmarks/, bboxes/, manifest.csv)"),
     annotations: list[str] = typer.Option([], help="annotation archive or folder, URL or path (repeatable)"),
-    archive: str = typer.Option("", help="a packaged WFLW-V archive (zip/tar/folder, URL or path) instead of "
-                                         "downloading"),
+    archive: str = typer.Option(
+        "", help="a packaged WFLW-V archive (zip/tar/folder, URL or path) instead of downloading"
+    ),
     url_template: str = typer.Option("https://www.youtube.com/watch?v={id}", help="video URL, {id} replaced"),
     split: str = typer.Option("all", help="easy | hard | all"),
     max_videos: int | None = typer.Option(None, help="download at most this many videos"),
@@ -117,9 +128,16 @@ def wflw_v_cmd(
         else:
             if split not in ("easy", "hard", "all"):
                 raise ValueError(f"--split must be easy, hard or all, got {split!r}")
-            summary = acquire_from_youtube(out, annotations or None, url_template=url_template, lists=lists,
-                                           split=split, max_videos=max_videos,  # type: ignore[arg-type]
-                                           workers=workers, retries=retries)
+            summary = acquire_from_youtube(
+                out,
+                annotations or None,
+                url_template=url_template,
+                lists=lists,
+                split=split,
+                max_videos=max_videos,  # type: ignore[arg-type]
+                workers=workers,
+                retries=retries,
+            )
     except (ValueError, OSError) as err:
         raise _fail(err) from None
     typer.echo(str(summary))

@@ -16,8 +16,9 @@ def evaluate(
     from pipelines.evaluate.stage import run_evaluate_from_params
 
     try:
-        result = run_evaluate_from_params(params, checkpoint=checkpoint.resolve() if checkpoint else None,
-                                          progress=not quiet)
+        result = run_evaluate_from_params(
+            params, checkpoint=checkpoint.resolve() if checkpoint else None, progress=not quiet
+        )
     except (ValueError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None

@@ -11,7 +11,7 @@ from ldeq_core.config import ModelConfig, SolverConfig
 from ldeq_core.deq import deq_fixed_point
 from ldeq_core.heatmaps import HeatmapNorm, soft_argmax
 from ldeq_core.layers import ConvBlock, Hourglass, Stem
-from ldeq_core.solvers import SolverStats
+from ldeq_core.solvers import SolverStats, residuals
 
 
 class DEQCell(nn.Module):
@@ -115,15 +115,20 @@ class LandmarkDEQ(nn.Module):
         coords, sigma = soft_argmax(heat[:, : self.cfg.n_landmarks])
         return LDEQOutput(coords, sigma, heat, res.z.detach(), res.stats, res.jac_loss)
 
-    def forward_fixed(self, img: torch.Tensor, z0: torch.Tensor, nfe: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_fixed(
+        self, img: torch.Tensor, z0: torch.Tensor, nfe: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Exactly ``nfe`` fixed-point steps from ``z0`` with no stopping test: the RwR fast path.
 
         Equal to the fixed-point solver with tolerance 0 and budget ``nfe``, but free of host synchronisation, so
-        it can be compiled or captured in a CUDA graph. Returns (coords (B, L, 2) in [0, 1), z (B, C, H, W)).
+        it can be compiled or captured in a CUDA graph. Returns (coords (B, L, 2) in [0, 1), z (B, C, H, W), the
+        relative residual of the last step (B,), defined as in the solvers).
         """
+        if nfe < 1:
+            raise ValueError(f"forward_fixed needs nfe >= 1, got {nfe}")
         x = self.stem(img)
-        z = z0
+        z_prev, z = z0, z0
         for _ in range(nfe):
-            z = self.cell(z, x)
+            z_prev, z = z, self.cell(z, x)
         coords, _ = soft_argmax(self.post_norm(z)[:, : self.cfg.n_landmarks])
-        return coords, z
+        return coords, z, residuals(z, z_prev)[1]

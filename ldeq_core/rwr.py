@@ -23,6 +23,7 @@ import torch
 
 from ldeq_core.config import SolverConfig
 from ldeq_core.geometry import apply_affine, crop_face, invert_affine, to_model_input
+from ldeq_core.inference import InferenceEngine, InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 
 
@@ -77,11 +78,25 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class RwRTracker:
-    """Streaming RwR over any number of independent streams, identified by hashable ids."""
+    """Streaming RwR over any number of independent streams, identified by hashable ids.
 
-    def __init__(self, model: LandmarkDEQ, cfg: RwRConfig | None = None) -> None:
+    The model runs through an :class:`~ldeq_core.inference.InferenceEngine` (default policy: the fastest setting
+    that passed parity on the model's device; plain fp32 eager on a CPU). Pass ``engine`` to share one engine, and
+    its captured CUDA graphs, between trackers of the same model.
+    """
+
+    def __init__(
+        self,
+        model: LandmarkDEQ,
+        cfg: RwRConfig | None = None,
+        engine: InferenceEngine | None = None,
+        policy: InferencePolicy | None = None,
+    ) -> None:
+        if engine is not None and engine.model is not model:
+            raise ValueError("the engine must wrap the tracker's model")
         self.model = model.eval()
         self.cfg = cfg or RwRConfig()
+        self.engine = engine or InferenceEngine(model, policy)
         self.streams: dict[Hashable, _Stream] = {}
 
     @property
@@ -148,39 +163,44 @@ class RwRTracker:
                 upstream_max_iters=cfg.upstream_max_iters,
                 upstream_one_less_step=False,
             )
-            outs = [(np.arange(n), model(images, z0, solver=solver))]
+            out = self.engine.full_solve(images, z0, solver=solver)
+            outs = [(np.arange(n), (out.coords, out.z_star, out.stats.nfe, out.stats.rel_residual))]
         else:
             # Fresh streams get the model's full solve from zeros; warm streams a fixed-budget fixed-point solve
             # from their previous z*. The two groups are solved separately (different solvers and starts).
             outs = []
             fresh_idx, warm_idx = np.flatnonzero(fresh), np.flatnonzero(~fresh)
             if fresh_idx.size:
-                outs.append((fresh_idx, model(images[torch.as_tensor(fresh_idx, device=dev)])))
+                out = self.engine.full_solve(images[torch.as_tensor(fresh_idx, device=dev)])
+                outs.append((fresh_idx, (out.coords, out.z_star, out.stats.nfe, out.stats.rel_residual)))
             if warm_idx.size:
                 z0 = torch.stack([self.streams[stream_ids[i]].z for i in warm_idx]).to(dev)
-                warm = SolverConfig(
-                    method="fpi", max_nfe=cfg.budget_nfe, tol=cfg.tol, stop_mode=model.cfg.solver.stop_mode
-                )
-                out = model(
-                    images[torch.as_tensor(warm_idx, device=dev)],
-                    z0,
-                    solver=warm,
-                    gamma=cfg.gamma,
-                    z_prev=z0 if cfg.gamma > 0 else None,
-                )
-                outs.append((warm_idx, out))
+                warm_images = images[torch.as_tensor(warm_idx, device=dev)]
+                if cfg.tol == 0 and cfg.gamma == 0:
+                    # The hot path: exactly budget_nfe steps, no stopping test (CUDA-graph captured on a GPU).
+                    coords_w, z_w, rel_w = self.engine.fixed_steps(warm_images, z0, cfg.budget_nfe)
+                    nfe_w = torch.full((warm_idx.size,), cfg.budget_nfe, dtype=torch.long)
+                    outs.append((warm_idx, (coords_w, z_w, nfe_w, rel_w)))
+                else:
+                    warm = SolverConfig(
+                        method="fpi", max_nfe=cfg.budget_nfe, tol=cfg.tol, stop_mode=model.cfg.solver.stop_mode
+                    )
+                    out = self.engine.full_solve(
+                        warm_images, z0, solver=warm, gamma=cfg.gamma, z_prev=z0 if cfg.gamma > 0 else None
+                    )
+                    outs.append((warm_idx, (out.coords, out.z_star, out.stats.nfe, out.stats.rel_residual)))
         coords = np.zeros((n, model.cfg.n_landmarks, 2))
         nfe = np.zeros(n, dtype=np.int64)
         rel = np.zeros(n)
-        for idx, out in outs:
-            coords[idx] = out.coords.float().cpu().numpy() * cfg.crop_size
-            nfe[idx] = out.stats.nfe.cpu().numpy()
-            rel[idx] = out.stats.rel_residual.cpu().numpy()
+        for idx, (c, z_star, nfe_g, rel_g) in outs:
+            coords[idx] = c.float().cpu().numpy() * cfg.crop_size
+            nfe[idx] = nfe_g.cpu().numpy()
+            rel[idx] = rel_g.float().cpu().numpy()
             for j, i in enumerate(idx):
                 sid = stream_ids[i]
                 prev = None if fresh[i] else self.streams.get(sid)
                 self.streams[sid] = _Stream(
-                    z=out.z_star[j].clone(),
+                    z=z_star[j].clone(),
                     box=None if boxes is None else np.asarray(boxes[i], dtype=np.float64),
                     frames=(prev.frames if prev else 0) + 1,
                 )
@@ -208,6 +228,7 @@ def track_videos(
     videos: Sequence[tuple[Sequence[np.ndarray], np.ndarray]],
     cfg: RwRConfig | None = None,
     max_batch: int = 64,
+    engine: InferenceEngine | None = None,
 ) -> list[VideoResult]:
     """Run RwR over several videos, batching frame t of every video still playing (frame-synchronous).
 
@@ -215,9 +236,10 @@ def track_videos(
     Videos are processed in groups of at most ``max_batch`` streams.
     """
     results: list[VideoResult] = [None] * len(videos)  # type: ignore[list-item]
+    engine = engine or InferenceEngine(model)
     for start in range(0, len(videos), max_batch):
         group = list(range(start, min(start + max_batch, len(videos))))
-        tracker = RwRTracker(model, cfg)
+        tracker = RwRTracker(model, cfg, engine=engine)
         outs: dict[int, list[StepResult]] = {v: [] for v in group}
         t = 0
         while True:

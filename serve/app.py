@@ -338,6 +338,7 @@ class LandmarkService:
             wait_s=b.wait_s,
             max_active=b.max_active_videos,
             exact=b.exact,
+            inference=self.settings.inference.policy(),
         )
         self.replica = _replica_id()
         self.jobs_enabled = self.settings.jobs.allowed_root is not None or bool(self.settings.jobs.uri_protocols)
@@ -390,6 +391,7 @@ class LandmarkService:
             "n_landmarks": cfg.n_landmarks,
             "crop_size": self.crop_size,
             "device": str(next(self.loaded.model.parameters()).device),
+            "inference": self.batcher.tracker.engine.policy.to_dict(),
             "rwr_defaults": self.settings.rwr.model_dump(),
             "batching": {**self.settings.batch.model_dump(), "stats": self.batcher.stats()},
             "limits": self.settings.limits.model_dump(),

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ldeq_core.geometry import validate_box
+from ldeq_core.inference import InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.rwr import RwRConfig, RwRTracker
 from pipelines.formats.errors import DataError
@@ -104,8 +105,9 @@ class FrameBatcher:
         wait_s: float = 0.005,
         max_active: int = 256,
         exact: bool = False,
+        inference: InferencePolicy | None = None,
     ) -> None:
-        self.tracker = RwRTracker(model, default_cfg)
+        self.tracker = RwRTracker(model, default_cfg, policy=inference)
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
         self.max_active = max_active

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from ldeq_core.inference import InferencePolicy
+
 DEFAULT_TOKEN_ENV = "LDEQ_SERVE_TOKEN"
 
 
@@ -116,12 +118,25 @@ class DetectorSettings(_Section):
     haar_to_landmark_box: tuple[float, float, float, float] = (0.09, 0.23, 0.925, 1.06)
 
 
+class InferenceSettings(_Section):
+    """How the replica runs the model (ldeq_core/inference.py): null / auto = the fastest setting that passed
+    the parity check on the replica's device (CUDA sm80+: TF32 + channels_last + CUDA graphs; CPU: fp32 eager)."""
+
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
+    channels_last: bool | None = None
+    cuda_graphs: bool | None = None
+
+    def policy(self) -> InferencePolicy:
+        return InferencePolicy(self.precision, self.channels_last, self.cuda_graphs)
+
+
 class ServeSettings(_Section):
     """All settings of the service."""
 
     model: ModelSource = Field(default_factory=ModelSource)
     rwr: RwRDefaults = Field(default_factory=RwRDefaults)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
     limits: Limits = Field(default_factory=Limits)
     jobs: JobSettings = Field(default_factory=JobSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)

@@ -70,8 +70,9 @@ class MethodSettings:
         if unknown:
             raise ValueError(f"evaluate.methods.filters: unknown filter(s) {unknown}, known {list(FILTER_NAMES)}")
         if self.tol < 0 or not 0 <= self.reset_iou <= 1 or self.upstream_max_iters < 1 or self.extra_scale <= 0:
-            raise ValueError("evaluate.methods: need tol >= 0, 0 <= reset_iou <= 1, upstream_max_iters >= 1, "
-                             "extra_scale > 0")
+            raise ValueError(
+                "evaluate.methods: need tol >= 0, 0 <= reset_iou <= 1, upstream_max_iters >= 1, extra_scale > 0"
+            )
 
 
 def method_settings(section: Mapping[str, Any] | None, where: str = "evaluate.methods") -> MethodSettings:
@@ -104,26 +105,46 @@ def filter_method_name(filter_name: str, base: str = PER_FRAME) -> str:
 
 def build_methods(settings: MethodSettings, crop_size: int) -> list[Method]:
     """Every compared method, trackers first (``per_frame`` first), then the filtered baselines."""
-    common = {"tol": settings.tol, "reset_iou": settings.reset_iou, "crop_size": crop_size,
-              "extra_scale": settings.extra_scale}
-    out = [Method(PER_FRAME, "tracker", "per-frame full solve from zeros",
-                  rwr=RwRConfig(mode="per_frame", **common))]
+    common = {
+        "tol": settings.tol,
+        "reset_iou": settings.reset_iou,
+        "crop_size": crop_size,
+        "extra_scale": settings.extra_scale,
+    }
+    out = [Method(PER_FRAME, "tracker", "per-frame full solve from zeros", rwr=RwRConfig(mode="per_frame", **common))]
     for b in sorted(settings.budgets):
-        out.append(Method(rwr_name(b), "tracker", f"RwR, warm start + {b} NFE per frame",
-                          rwr=RwRConfig(mode="rwr", budget_nfe=b, **common)))
+        out.append(
+            Method(
+                rwr_name(b),
+                "tracker",
+                f"RwR, warm start + {b} NFE per frame",
+                rwr=RwRConfig(mode="rwr", budget_nfe=b, **common),
+            )
+        )
     if settings.upstream:
-        out.append(Method("rwr_upstream", "tracker",
-                          f"RwR as released: {settings.upstream_max_iters} solver iteration(s) + 1 step on every "
-                          "frame, the first included",
-                          rwr=RwRConfig(mode="rwr", upstream=True, upstream_max_iters=settings.upstream_max_iters,
-                                        **common)))
+        out.append(
+            Method(
+                "rwr_upstream",
+                "tracker",
+                f"RwR as released: {settings.upstream_max_iters} solver iteration(s) + 1 step on every "
+                "frame, the first included",
+                rwr=RwRConfig(mode="rwr", upstream=True, upstream_max_iters=settings.upstream_max_iters, **common),
+            )
+        )
     for g in settings.gammas:
         b = settings.primary_budget
-        out.append(Method(rwr_name(b, float(g)), "tracker", f"RwR, {b} NFE of the proximal map, gamma {g:g}",
-                          rwr=RwRConfig(mode="rwr", budget_nfe=b, gamma=float(g), **common)))
+        out.append(
+            Method(
+                rwr_name(b, float(g)),
+                "tracker",
+                f"RwR, {b} NFE of the proximal map, gamma {g:g}",
+                rwr=RwRConfig(mode="rwr", budget_nfe=b, gamma=float(g), **common),
+            )
+        )
     for f in settings.filters:
-        out.append(Method(filter_method_name(f), "filter", f"per-frame + offline {f} filter (tuned)",
-                          base=PER_FRAME, filter=f))
+        out.append(
+            Method(filter_method_name(f), "filter", f"per-frame + offline {f} filter (tuned)", base=PER_FRAME, filter=f)
+        )
     return out
 
 

@@ -57,42 +57,76 @@ def write_csv(path: PathLike, header: Sequence[str], rows: Sequence[Sequence[obj
     write_text_atomic(path, buf.getvalue())
 
 
-def plot_front(png: PathLike, csv_path: PathLike, points: Mapping[str, Mapping[str, float]], pareto: Sequence[str],
-               highlight: str | None = None, title: str = "") -> None:
+def plot_front(
+    png: PathLike,
+    csv_path: PathLike,
+    points: Mapping[str, Mapping[str, float]],
+    pareto: Sequence[str],
+    highlight: str | None = None,
+    title: str = "",
+) -> None:
     """Scatter of NME (``nme_io``) vs NMF (``nmf``) per method with the Pareto front; writes PNG and CSV."""
     names = list(points)
-    write_csv(csv_path, ["method", "nme_io", "nmf", "nfe", "pareto"],
-              [[n, f"{points[n]['nme_io']:.6g}", f"{points[n]['nmf']:.6g}", f"{points[n].get('nfe', float('nan')):.4g}",
-                int(n in pareto)] for n in names])
+    write_csv(
+        csv_path,
+        ["method", "nme_io", "nmf", "nfe", "pareto"],
+        [
+            [
+                n,
+                f"{points[n]['nme_io']:.6g}",
+                f"{points[n]['nmf']:.6g}",
+                f"{points[n].get('nfe', float('nan')):.4g}",
+                int(n in pareto),
+            ]
+            for n in names
+        ],
+    )
     fig, ax = _figure()
     for n in names:
         x, y = points[n]["nme_io"], points[n]["nmf"]
         marker = "*" if n == highlight else ("o" if n in pareto else "x")
-        ax.scatter([x], [y], marker=marker, s=120 if n == highlight else 40,  # type: ignore[attr-defined]
-                   color="tab:red" if n.startswith("rwr") else ("tab:blue" if "+" in n else "black"))
+        ax.scatter(
+            [x],
+            [y],
+            marker=marker,
+            s=120 if n == highlight else 40,  # type: ignore[attr-defined]
+            color="tab:red" if n.startswith("rwr") else ("tab:blue" if "+" in n else "black"),
+        )
         ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)  # type: ignore[attr-defined]
     front = sorted((points[n]["nme_io"], points[n]["nmf"]) for n in pareto)
     if len(front) > 1:
-        ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", lw=1,  # type: ignore[attr-defined]
-                label="Pareto front")
+        ax.plot(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            "--",
+            color="gray",
+            lw=1,  # type: ignore[attr-defined]
+            label="Pareto front",
+        )
         ax.legend(loc="upper right", fontsize=8)  # type: ignore[attr-defined]
     ax.set_xlabel("NME (% inter-ocular), lower is better")  # type: ignore[attr-defined]
     ax.set_ylabel("NMF (upstream NMJ convention), lower is better")  # type: ignore[attr-defined]
-    ax.set_title(title or "Accuracy vs flicker per method (test videos, per-video means)",  # type: ignore[attr-defined]
-                 fontsize=9)
+    ax.set_title(
+        title or "Accuracy vs flicker per method (test videos, per-video means)",  # type: ignore[attr-defined]
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)  # type: ignore[attr-defined]
     _save(fig, png)
 
 
-def plot_flicker(png: PathLike, csv_path: PathLike, video: str, per_frame: np.ndarray, rwr: np.ndarray,
-                 rwr_label: str) -> None:
+def plot_flicker(
+    png: PathLike, csv_path: PathLike, video: str, per_frame: np.ndarray, rwr: np.ndarray, rwr_label: str
+) -> None:
     """Per-frame jitter J_t (t = 1..T-1) of per-frame inference and RwR on one video; writes PNG and CSV."""
     a, b = np.asarray(per_frame, np.float64), np.asarray(rwr, np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"jitter curves must be equal-length 1-D arrays, got {a.shape} and {b.shape}")
     frames = np.arange(1, len(a) + 1)
-    write_csv(csv_path, ["frame", "per_frame", "rwr"],
-              [[int(t), f"{x:.6g}", f"{y:.6g}"] for t, x, y in zip(frames, a, b, strict=True)])
+    write_csv(
+        csv_path,
+        ["frame", "per_frame", "rwr"],
+        [[int(t), f"{x:.6g}", f"{y:.6g}"] for t, x, y in zip(frames, a, b, strict=True)],
+    )
     fig, ax = _figure()
     ax.plot(frames, a, label=f"per-frame (NMF {np.sqrt(np.mean(a**2)):.1f})", color="black")  # type: ignore[attr-defined]
     ax.plot(frames, b, label=f"{rwr_label} (NMF {np.sqrt(np.mean(b**2)):.1f})", color="tab:red")  # type: ignore[attr-defined]
@@ -144,9 +178,16 @@ def _draw(frame_rgb: np.ndarray, gt: np.ndarray, pred: np.ndarray, label: str, r
     return img
 
 
-def write_overlay(path: PathLike, frames_bgr: Sequence[np.ndarray] | np.ndarray, gt: np.ndarray,
-                  left: np.ndarray, right: np.ndarray, labels: tuple[str, str], fps: float,
-                  max_height: int = 360) -> Path:
+def write_overlay(
+    path: PathLike,
+    frames_bgr: Sequence[np.ndarray] | np.ndarray,
+    gt: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    labels: tuple[str, str],
+    fps: float,
+    max_height: int = 360,
+) -> Path:
     """Side-by-side overlay video: ``left`` and ``right`` predictions (T, L, 2) with the GT on each frame."""
     frames = list(frames_bgr)
     if not (len(frames) == len(gt) == len(left) == len(right)) or not frames:

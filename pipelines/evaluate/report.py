@@ -36,8 +36,9 @@ OVERALL = "overall"
 FRONT_X, FRONT_Y = "nme_io", "nmf"
 
 
-def video_scores(pred: np.ndarray, gt: np.ndarray, nfe: np.ndarray | None = None,
-                 eye_indices: tuple[int, int] | None = None) -> dict[str, float]:
+def video_scores(
+    pred: np.ndarray, gt: np.ndarray, nfe: np.ndarray | None = None, eye_indices: tuple[int, int] | None = None
+) -> dict[str, float]:
     """Every video metric of one (T, L, 2) track against its ground truth (frame pixels)."""
     return {
         "nme_io": video_nme(pred, gt, "inter_ocular", eye_indices),
@@ -106,9 +107,7 @@ def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
     items = list(points.items())
     front = []
     for name, (x, y) in items:
-        dominated = any(
-            (ox <= x and oy <= y) and (ox < x or oy < y) for other, (ox, oy) in items if other != name
-        )
+        dominated = any((ox <= x and oy <= y) and (ox < x or oy < y) for other, (ox, oy) in items if other != name)
         if not dominated:
             front.append(name)
     return front
@@ -121,19 +120,25 @@ def pct_change(new: float, base: float) -> float:
     return 100.0 * (new - base) / base
 
 
-def compare(methods: Mapping[str, Mapping[str, float]], method: str, baseline: str,
-            metrics: Sequence[str] = ("nme_io", "nme_face", "nmf")) -> dict[str, float]:
+def compare(
+    methods: Mapping[str, Mapping[str, float]],
+    method: str,
+    baseline: str,
+    metrics: Sequence[str] = ("nme_io", "nme_face", "nmf"),
+) -> dict[str, float]:
     """``{metric}_pct`` changes of ``method`` against ``baseline`` (per-video means and ``_fw`` means)."""
     out: dict[str, float] = {}
     for metric in metrics:
         for suffix in ("", "_fw"):
-            out[f"{metric}{suffix}_pct"] = pct_change(methods[method][metric + suffix],
-                                                      methods[baseline][metric + suffix])
+            out[f"{metric}{suffix}_pct"] = pct_change(
+                methods[method][metric + suffix], methods[baseline][metric + suffix]
+            )
     return out
 
 
-def still_nmes(pred_px: np.ndarray, gt_px: np.ndarray, crop_size: float = 256.0,
-               eye_indices: tuple[int, int] | None = None) -> np.ndarray:
+def still_nmes(
+    pred_px: np.ndarray, gt_px: np.ndarray, crop_size: float = 256.0, eye_indices: tuple[int, int] | None = None
+) -> np.ndarray:
     """Per-image inter-ocular NME (fraction) in crop units; the GT is clipped to the crop (spec §5.2)."""
     gt = np.clip(np.asarray(gt_px, dtype=np.float64) / crop_size, 0.0, 1.0)
     return nme(np.asarray(pred_px, dtype=np.float64) / crop_size, gt, "inter_ocular", eye_indices)
@@ -187,15 +192,20 @@ def markdown_table(video: Mapping[str, Mapping[str, Any]], methods: Sequence[str
     """A readable table per split: methods x (NME io, NME face, NMF, NMF/sqrt2, NFE), per-video means."""
     lines = []
     for split, entry in video.items():
-        lines += [f"### {split} ({entry['videos']} videos, {entry['frames']} frames; per-video means)", "",
-                  "| method | NME io % | NME face % | NMF (NMJ) | NMF/√2 | NFE/frame | Pareto |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {split} ({entry['videos']} videos, {entry['frames']} frames; per-video means)",
+            "",
+            "| method | NME io % | NME face % | NMF (NMJ) | NMF/√2 | NFE/frame | Pareto |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for m in methods:
             r = entry["methods"].get(m)
             if r is None:
                 continue
             star = "yes" if split == OVERALL and m in pareto else ""
-            lines.append(f"| {m} | {r['nme_io']:.3f} | {r['nme_face']:.3f} | {r['nmf']:.2f} | {r['nmf_sqrt2']:.2f} "
-                         f"| {r['nfe']:.2f} | {star} |")
+            lines.append(
+                f"| {m} | {r['nme_io']:.3f} | {r['nme_face']:.3f} | {r['nmf']:.2f} | {r['nmf_sqrt2']:.2f} "
+                f"| {r['nfe']:.2f} | {star} |"
+            )
         lines.append("")
     return "\n".join(lines)

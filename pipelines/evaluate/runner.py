@@ -36,6 +36,7 @@ import torch
 
 from ldeq_core.config import ModelConfig
 from ldeq_core.geometry import apply_affine, crop_face, invert_affine, to_model_input
+from ldeq_core.inference import InferenceEngine, InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.rwr import RwRTracker
 from pipelines.evaluate.methods import Method
@@ -130,11 +131,17 @@ class Track:
     full_solve: np.ndarray
 
 
-def run_group(model: LandmarkDEQ, videos: Sequence[DecodedVideo], trackers: Sequence[Method],
-              device: torch.device | str | None = None) -> tuple[list[dict[str, Track]], dict[str, float]]:
+def run_group(
+    model: LandmarkDEQ,
+    videos: Sequence[DecodedVideo],
+    trackers: Sequence[Method],
+    device: torch.device | str | None = None,
+    engine: InferenceEngine | None = None,
+) -> tuple[list[dict[str, Track]], dict[str, float]]:
     """Run every tracker method over a group of videos, frame-synchronously; return tracks and seconds per method.
 
     Frame t of every video with more than t frames goes into one batch; each video is its own RwR stream.
+    ``engine`` (default: the model's default inference policy) is shared by all methods and groups of a caller.
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     size = model.cfg.image_size
@@ -144,6 +151,7 @@ def run_group(model: LandmarkDEQ, videos: Sequence[DecodedVideo], trackers: Sequ
     inv = [np.stack([invert_affine(m) for m in v.affines]) for v in videos]
     lengths = [len(v.crops) for v in videos]
     n_lmk = model.cfg.n_landmarks
+    engine = engine or InferenceEngine(model)
     out: list[dict[str, Track]] = [{} for _ in videos]
     seconds: dict[str, float] = {}
     for method in trackers:
@@ -152,15 +160,16 @@ def run_group(model: LandmarkDEQ, videos: Sequence[DecodedVideo], trackers: Sequ
         if method.rwr.crop_size != size:
             raise ValueError(f"method {method.name!r}: crop_size {method.rwr.crop_size} != model input {size}")
         t0 = time.perf_counter()
-        tracker = RwRTracker(model, method.rwr)
+        tracker = RwRTracker(model, method.rwr, engine=engine)
         lm = [np.zeros((n, n_lmk, 2)) for n in lengths]
         nfe = [np.zeros(n, np.int64) for n in lengths]
         full = [np.zeros(n, bool) for n in lengths]
         for t in range(max(lengths, default=0)):
             live = [i for i, n in enumerate(lengths) if t < n]
             images = to_model_input(np.stack([videos[i].crops[t] for i in live]), dev)
-            res = tracker.step_crops(images, [videos[i].ref.key for i in live],
-                                     boxes=np.stack([videos[i].boxes[t] for i in live]))
+            res = tracker.step_crops(
+                images, [videos[i].ref.key for i in live], boxes=np.stack([videos[i].boxes[t] for i in live])
+            )
             pts = apply_affine(np.stack([inv[i][t] for i in live]), res.coords)
             for j, i in enumerate(live):
                 lm[i][t], nfe[i][t], full[i][t] = pts[j], res.nfe[j], res.full_solve[j]
@@ -212,38 +221,55 @@ class RunResult:
         ``<method>.frames_per_s``: frames / compute seconds of that method, summed over workers."""
         frames = sum(len(v.gt) for v in self.videos)
         n_methods = len(self.method_seconds)
-        out = {"wall_s": self.wall_s, "videos": len(self.videos), "frames": frames, "workers": self.workers,
-               "frames_per_s": frames * n_methods / self.wall_s if self.wall_s > 0 else 0.0}
+        out = {
+            "wall_s": self.wall_s,
+            "videos": len(self.videos),
+            "frames": frames,
+            "workers": self.workers,
+            "frames_per_s": frames * n_methods / self.wall_s if self.wall_s > 0 else 0.0,
+        }
         for name, sec in self.method_seconds.items():
             out[f"{name}.frames_per_s"] = frames / sec if sec > 0 else 0.0
         return out
 
 
-def evaluate_sequential(model: LandmarkDEQ, refs: Sequence[VideoRef], trackers: Sequence[Method], *,
-                        group_size: int = 5, device: torch.device | str | None = None,
-                        threads: int | None = None, extra_scale: float = 1.2) -> RunResult:
+def evaluate_sequential(
+    model: LandmarkDEQ,
+    refs: Sequence[VideoRef],
+    trackers: Sequence[Method],
+    *,
+    group_size: int = 5,
+    device: torch.device | str | None = None,
+    threads: int | None = None,
+    extra_scale: float = 1.2,
+    inference: InferencePolicy | None = None,
+) -> RunResult:
     """The reference loop: decode each group, run it, in :func:`make_groups` order, in this process."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev).eval()
+    engine = InferenceEngine(model, inference)
     t0 = time.perf_counter()
     videos: list[VideoResult] = []
     seconds = {m.name: 0.0 for m in trackers}
     with torch_threads(threads):
         for g, group in enumerate(make_groups(refs, group_size)):
             decoded = [decode_video(r, model.cfg.image_size, extra_scale) for r in group]
-            tracks, secs = run_group(model, decoded, trackers, dev)
+            tracks, secs = run_group(model, decoded, trackers, dev, engine)
             for name, s in secs.items():
                 seconds[name] += s
             videos += [VideoResult(d.ref, g, d.landmarks, d.fps, t) for d, t in zip(decoded, tracks, strict=True)]
-    return RunResult(videos, time.perf_counter() - t0, seconds, "sequential", 1, str(dev))
+    return RunResult(
+        videos, time.perf_counter() - t0, seconds, "sequential", 1, str(dev), extra={"inference": engine.describe()}
+    )
 
 
 # ------------------------------------------------------------------------------------------- Ray path
 def model_to_bytes(model: LandmarkDEQ) -> bytes:
     """Config + CPU state dict, loadable with ``weights_only=True`` (what each actor rebuilds its replica from)."""
     buf = io.BytesIO()
-    torch.save({"config": model.cfg.to_dict(),
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, buf)
+    torch.save(
+        {"config": model.cfg.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, buf
+    )
     return buf.getvalue()
 
 
@@ -318,8 +344,14 @@ def decode_block(batch: Any, crop_size: int, extra_scale: float) -> Any:
 class GroupRunner:
     """Ray Data actor: one model replica; each batch must hold whole groups, which it runs with :func:`run_group`."""
 
-    def __init__(self, model_blob: Any, trackers: Sequence[Method], threads: int | None = None,
-                 use_gpu: bool = False) -> None:
+    def __init__(
+        self,
+        model_blob: Any,
+        trackers: Sequence[Method],
+        threads: int | None = None,
+        use_gpu: bool = False,
+        inference: InferencePolicy | None = None,
+    ) -> None:
         import ray
 
         blob = ray.get(model_blob) if isinstance(model_blob, ray.ObjectRef) else model_blob
@@ -327,6 +359,7 @@ class GroupRunner:
             torch.set_num_threads(int(threads))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model = model_from_bytes(blob).to(self.device)
+        self.engine = InferenceEngine(self.model, inference)
         self.trackers = list(trackers)
 
     def __call__(self, batch: Any) -> Any:
@@ -336,17 +369,42 @@ class GroupRunner:
         groups: dict[int, list[dict[str, Any]]] = {}
         for row in rows:
             groups.setdefault(int(row["group"]), []).append(row)
-        out: dict[str, list[Any]] = {k: [] for k in ("key", "group", "order", "gt", "fps", "tracks", "seconds",
-                                                     "pid", "decode_pid", "device")}
+        out: dict[str, list[Any]] = {
+            k: []
+            for k in (
+                "key",
+                "group",
+                "order",
+                "gt",
+                "fps",
+                "tracks",
+                "seconds",
+                "pid",
+                "decode_pid",
+                "device",
+                "inference",
+            )
+        }
         for g, members in sorted(groups.items()):
             members.sort(key=lambda r: r["order"])
             size = members[0]["group_size"]
             if [r["order"] for r in members] != list(range(size)):
-                raise RuntimeError(f"group {g}: this batch holds videos {[r['order'] for r in members]} of {size}; "
-                                   "Ray Data split a group across batches, which would change the batching")
-            videos = [DecodedVideo(_ref_of(r), _unpack(r["crops"]), _unpack(r["affines"]), _unpack(r["boxes"]),
-                                   _unpack(r["gt"]), float(r["fps"])) for r in members]
-            tracks, secs = run_group(self.model, videos, self.trackers, self.device)
+                raise RuntimeError(
+                    f"group {g}: this batch holds videos {[r['order'] for r in members]} of {size}; "
+                    "Ray Data split a group across batches, which would change the batching"
+                )
+            videos = [
+                DecodedVideo(
+                    _ref_of(r),
+                    _unpack(r["crops"]),
+                    _unpack(r["affines"]),
+                    _unpack(r["boxes"]),
+                    _unpack(r["gt"]),
+                    float(r["fps"]),
+                )
+                for r in members
+            ]
+            tracks, secs = run_group(self.model, videos, self.trackers, self.device, self.engine)
             for j, (r, tr) in enumerate(zip(members, tracks, strict=True)):
                 out["key"].append(r["key"])
                 out["group"].append(g)
@@ -358,13 +416,25 @@ class GroupRunner:
                 out["pid"].append(os.getpid())
                 out["decode_pid"].append(r["decode_pid"])
                 out["device"].append(str(self.device))
+                out["inference"].append(self.engine.describe())
         types = {"gt": pa.large_binary(), "tracks": pa.large_binary()}
         return pa.table({k: pa.array(v, type=types.get(k)) for k, v in out.items()})
 
 
-def evaluate_parallel(model: LandmarkDEQ, refs: Sequence[VideoRef], trackers: Sequence[Method], *,
-                      group_size: int = 5, actors: int = 2, cpus_per_actor: float = 0.5, gpus_per_actor: float = 0.0,
-                      decode_cpus: float = 0.5, threads: int | None = None, extra_scale: float = 1.2) -> RunResult:
+def evaluate_parallel(
+    model: LandmarkDEQ,
+    refs: Sequence[VideoRef],
+    trackers: Sequence[Method],
+    *,
+    group_size: int = 5,
+    actors: int = 2,
+    cpus_per_actor: float = 0.5,
+    gpus_per_actor: float = 0.0,
+    decode_cpus: float = 0.5,
+    threads: int | None = None,
+    extra_scale: float = 1.2,
+    inference: InferencePolicy | None = None,
+) -> RunResult:
     """The Ray Data path (see the module docstring); needs a running Ray (``ray.init`` or ``RAY_ADDRESS``)."""
     import ray
     import ray.data
@@ -387,13 +457,28 @@ def evaluate_parallel(model: LandmarkDEQ, refs: Sequence[VideoRef], trackers: Se
         ctx.enable_progress_bars = False
         blob = ray.put(model_to_bytes(model))
         ds = ray.data.from_arrow([_group_table(g, grp) for g, grp in enumerate(groups)])
-        ds = ds.map_batches(decode_block, batch_size=None, batch_format="pyarrow", num_cpus=decode_cpus,
-                            memory=memory, fn_kwargs={"crop_size": size, "extra_scale": extra_scale})
         ds = ds.map_batches(
-            GroupRunner, batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor if gpus_per_actor > 0 else None,
-            fn_constructor_kwargs={"model_blob": blob, "trackers": list(trackers), "threads": threads,
-                                   "use_gpu": gpus_per_actor > 0},
+            decode_block,
+            batch_size=None,
+            batch_format="pyarrow",
+            num_cpus=decode_cpus,
+            memory=memory,
+            fn_kwargs={"crop_size": size, "extra_scale": extra_scale},
+        )
+        ds = ds.map_batches(
+            GroupRunner,
+            batch_size=None,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=cpus_per_actor,
+            num_gpus=gpus_per_actor if gpus_per_actor > 0 else None,
+            fn_constructor_kwargs={
+                "model_blob": blob,
+                "trackers": list(trackers),
+                "threads": threads,
+                "use_gpu": gpus_per_actor > 0,
+                "inference": inference,
+            },
         )
         rows = ds.take_all()
     finally:
@@ -412,9 +497,19 @@ def evaluate_parallel(model: LandmarkDEQ, refs: Sequence[VideoRef], trackers: Se
                 seconds[name] += s
             videos.append(VideoResult(ref, g, _unpack(r["gt"]), float(r["fps"]), _unpack_tracks(r["tracks"], names)))
     devices = sorted({r["device"] for r in rows})
-    return RunResult(videos, wall, seconds, "ray", actors, ",".join(devices),
-                     extra={"actor_pids": sorted({int(r["pid"]) for r in rows}),
-                            "decode_pids": sorted({int(r["decode_pid"]) for r in rows})})
+    return RunResult(
+        videos,
+        wall,
+        seconds,
+        "ray",
+        actors,
+        ",".join(devices),
+        extra={
+            "inference": " | ".join(sorted({r["inference"] for r in rows})),
+            "actor_pids": sorted({int(r["pid"]) for r in rows}),
+            "decode_pids": sorted({int(r["decode_pid"]) for r in rows}),
+        },
+    )
 
 
 # --------------------------------------------------------------------------------------------- stills
@@ -429,8 +524,15 @@ class StillResult:
     nfe: np.ndarray
 
 
-def evaluate_stills(model: LandmarkDEQ, shards_dir: str | os.PathLike[str], split: str, *, batch_size: int = 32,
-                    max_images: int | None = None, device: torch.device | str | None = None) -> StillResult:
+def evaluate_stills(
+    model: LandmarkDEQ,
+    shards_dir: str | os.PathLike[str],
+    split: str,
+    *,
+    batch_size: int = 32,
+    max_images: int | None = None,
+    device: torch.device | str | None = None,
+) -> StillResult:
     """Full-solve predictions on the still crops of shard split ``split`` (one shard file at a time)."""
     import cv2
     import pyarrow.parquet as pq

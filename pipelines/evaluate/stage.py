@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ldeq_core.inference import InferencePolicy
 from ldeq_core.metrics import ced_curve
 from pipelines.evaluate.methods import (
     PER_FRAME,
@@ -130,6 +131,7 @@ class EvalSettings:
     overlay_max_height: int = 360
     mlflow_uri: str | None = None
     mlflow_experiment: str | None = None
+    inference: InferencePolicy = field(default_factory=InferencePolicy)
 
     def __post_init__(self) -> None:
         if self.model_source not in ("checkpoint", "registry"):
@@ -164,6 +166,7 @@ def eval_settings(params: Mapping[str, Any], where: str = "params.yaml") -> Eval
     data["methods"] = method_settings(data.get("methods"), f"{where}: evaluate.methods")
     data["tuning"] = tune_settings(data.get("tuning"), f"{where}: evaluate.tuning")
     try:
+        data["inference"] = InferencePolicy.from_dict(data.get("inference"))
         return EvalSettings(**data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from exc
@@ -193,16 +196,21 @@ def _device(name: str) -> Any:
     return torch.device(name)
 
 
-def load_model(s: EvalSettings, root: Path, params: Mapping[str, Any], checkpoint: PathLike | None = None
-               ) -> tuple[Any, dict[str, Any]]:
+def load_model(
+    s: EvalSettings, root: Path, params: Mapping[str, Any], checkpoint: PathLike | None = None
+) -> tuple[Any, dict[str, Any]]:
     """The model to evaluate and a description of where it came from."""
     if checkpoint is not None or s.model_source == "checkpoint":
         from ldeq_core.checkpoints import load_checkpoint
 
         path = _abs(checkpoint if checkpoint is not None else s.checkpoint, root)
         loaded = load_checkpoint(path)
-        return loaded.model.eval(), {"source": "checkpoint", "path": str(path), "sha256": loaded.sha256,
-                                     "train_run": str(loaded.metadata.get("mlflow_run_id", ""))}
+        return loaded.model.eval(), {
+            "source": "checkpoint",
+            "path": str(path),
+            "sha256": loaded.sha256,
+            "train_run": str(loaded.metadata.get("mlflow_run_id", "")),
+        }
     from pipelines.train.config import resolve_tracking_uri
     from pipelines.train.tracking import load_registered_model, resolve_model_version
 
@@ -211,8 +219,13 @@ def load_model(s: EvalSettings, root: Path, params: Mapping[str, Any], checkpoin
     name = s.registered_model or train["registered_model"]
     mv = resolve_model_version(name, s.model_alias, uri)
     model = load_registered_model(name, s.model_alias, uri)
-    return model.eval(), {"source": "registry", "name": name, "alias": s.model_alias, "version": str(mv.version),
-                          "train_run": str(mv.run_id or "")}
+    return model.eval(), {
+        "source": "registry",
+        "name": name,
+        "alias": s.model_alias,
+        "version": str(mv.version),
+        "train_run": str(mv.run_id or ""),
+    }
 
 
 def _start_ray(s: EvalSettings) -> bool:
@@ -226,8 +239,13 @@ def _start_ray(s: EvalSettings) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
         return True
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private throw-away cluster
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, object_store_memory=s.object_store_mb * 1024**2,
-             log_to_driver=False, logging_level=logging.WARNING)
+    ray.init(
+        num_cpus=os.cpu_count() or 1,
+        include_dashboard=False,
+        object_store_memory=s.object_store_mb * 1024**2,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
     return True
 
 
@@ -273,8 +291,9 @@ def still_splits(shards_dir: Path, wanted: list[str] | None) -> list[str]:
     return sorted(tests, key=lambda s: (s != "test", s))
 
 
-def _video_rows(run: RunResult, methods: list[Method], chosen: Mapping[str, Mapping[str, float]],
-                roles: Mapping[str, str]) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+def _video_rows(
+    run: RunResult, methods: list[Method], chosen: Mapping[str, Mapping[str, float]], roles: Mapping[str, str]
+) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Per-(video, method) scores and the landmark tracks of every method (filters applied here)."""
     rows = []
     tracks: dict[str, dict[str, np.ndarray]] = {}
@@ -288,9 +307,19 @@ def _video_rows(run: RunResult, methods: list[Method], chosen: Mapping[str, Mapp
                 base = v.tracks[m.base]
                 lm, nfe = apply_filter(m.filter, chosen[m.filter], base.landmarks, v.fps), base.nfe
             tracks[v.ref.key][m.name] = lm
-            rows.append({"key": v.ref.key, "dataset": v.ref.dataset, "video_id": v.ref.video_id, "split": v.ref.split,
-                         "role": roles[v.ref.key], "group": v.group, "method": m.name, "n_frames": len(v.gt),
-                         **video_scores(lm, v.gt, nfe)})
+            rows.append(
+                {
+                    "key": v.ref.key,
+                    "dataset": v.ref.dataset,
+                    "video_id": v.ref.video_id,
+                    "split": v.ref.split,
+                    "role": roles[v.ref.key],
+                    "group": v.group,
+                    "method": m.name,
+                    "n_frames": len(v.gt),
+                    **video_scores(lm, v.gt, nfe),
+                }
+            )
     return pd.DataFrame(rows), tracks
 
 
@@ -307,10 +336,18 @@ def _write_json(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
 
 
-def _write_figures(root: Path, s: EvalSettings, video_agg: Mapping[str, Any] | None, names: list[str],
-                   pareto: list[str], rwr: str, test_rows: pd.DataFrame, run: RunResult | None,
-                   tracks: Mapping[str, Mapping[str, np.ndarray]], ced: Mapping[str, tuple[np.ndarray, np.ndarray]]
-                   ) -> dict[str, str]:
+def _write_figures(
+    root: Path,
+    s: EvalSettings,
+    video_agg: Mapping[str, Any] | None,
+    names: list[str],
+    pareto: list[str],
+    rwr: str,
+    test_rows: pd.DataFrame,
+    run: RunResult | None,
+    tracks: Mapping[str, Mapping[str, np.ndarray]],
+    ced: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> dict[str, str]:
     """The plots (a placeholder where there is nothing to show, so every DVC output exists) and the overlays."""
     from pipelines.evaluate import plots
     from pipelines.formats.video_io import read_frames
@@ -320,44 +357,73 @@ def _write_figures(root: Path, s: EvalSettings, video_agg: Mapping[str, Any] | N
         d.mkdir(parents=True, exist_ok=True)
     for stale in overlay_dir.glob("*.mp4"):
         stale.unlink()
-    files = {"front_png": f"{PLOTS_DIR}/eval_front.png", "front_csv": f"{PLOTS_DIR}/eval_front.csv",
-             "flicker_png": f"{PLOTS_DIR}/eval_flicker.png", "flicker_csv": f"{PLOTS_DIR}/eval_flicker.csv",
-             "ced_png": f"{PLOTS_DIR}/eval_ced.png", "ced_csv": f"{PLOTS_DIR}/eval_ced.csv"}
+    files = {
+        "front_png": f"{PLOTS_DIR}/eval_front.png",
+        "front_csv": f"{PLOTS_DIR}/eval_front.csv",
+        "flicker_png": f"{PLOTS_DIR}/eval_flicker.png",
+        "flicker_csv": f"{PLOTS_DIR}/eval_flicker.csv",
+        "ced_png": f"{PLOTS_DIR}/eval_ced.png",
+        "ced_csv": f"{PLOTS_DIR}/eval_ced.csv",
+    }
     worst: list[str] = []
     if video_agg is not None and run is not None:
         overall = video_agg[OVERALL]["methods"]
-        plots.plot_front(root / files["front_png"], root / files["front_csv"],
-                         {m: overall[m] for m in names if m in overall}, pareto, highlight=rwr)
+        plots.plot_front(
+            root / files["front_png"],
+            root / files["front_csv"],
+            {m: overall[m] for m in names if m in overall},
+            pareto,
+            highlight=rwr,
+        )
         per_frame = test_rows[test_rows["method"] == PER_FRAME]
         worst = per_frame.sort_values(["nmf", "key"], ascending=[False, True])["key"].tolist()
     else:
-        plots.placeholder(root / files["front_png"], root / files["front_csv"], ["method", "nme_io", "nmf", "nfe",
-                                                                                  "pareto"], "no test videos")
+        plots.placeholder(
+            root / files["front_png"],
+            root / files["front_csv"],
+            ["method", "nme_io", "nmf", "nfe", "pareto"],
+            "no test videos",
+        )
     by_key = {v.ref.key: v for v in run.videos} if run is not None else {}
     if worst:
         v, tr = by_key[worst[0]], tracks[worst[0]]
-        plots.plot_flicker(root / files["flicker_png"], root / files["flicker_csv"], worst[0],
-                           frame_jitter(tr[PER_FRAME], v.gt), frame_jitter(tr[rwr], v.gt), rwr)
+        plots.plot_flicker(
+            root / files["flicker_png"],
+            root / files["flicker_csv"],
+            worst[0],
+            frame_jitter(tr[PER_FRAME], v.gt),
+            frame_jitter(tr[rwr], v.gt),
+            rwr,
+        )
     else:
-        plots.placeholder(root / files["flicker_png"], root / files["flicker_csv"], ["frame", "per_frame", "rwr"],
-                          "no test videos")
+        plots.placeholder(
+            root / files["flicker_png"], root / files["flicker_csv"], ["frame", "per_frame", "rwr"], "no test videos"
+        )
     if ced:
         plots.plot_ced(root / files["ced_png"], root / files["ced_csv"], ced)
     else:
-        plots.placeholder(root / files["ced_png"], root / files["ced_csv"], ["nme", "fraction"],
-                          "no still test split")
+        plots.placeholder(root / files["ced_png"], root / files["ced_csv"], ["nme", "fraction"], "no still test split")
     for key in worst[: s.worst_videos]:
         v = by_key[key]
         path = overlay_dir / f"{_safe_name(key)}.mp4"
-        plots.write_overlay(path, read_frames(Path(v.ref.root) / "videos" / f"{v.ref.video_id}.mp4"), v.gt,
-                            tracks[key][PER_FRAME], tracks[key][rwr], ("per-frame", rwr), v.fps, s.overlay_max_height)
+        plots.write_overlay(
+            path,
+            read_frames(Path(v.ref.root) / "videos" / f"{v.ref.video_id}.mp4"),
+            v.gt,
+            tracks[key][PER_FRAME],
+            tracks[key][rwr],
+            ("per-frame", rwr),
+            v.fps,
+            s.overlay_max_height,
+        )
         files[f"overlay:{key}"] = str(path.relative_to(root))
     return files
 
 
 # -------------------------------------------------------------------------------------------------- stage
-def run_evaluate(params: Mapping[str, Any], root: PathLike = ".", *, checkpoint: PathLike | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+def run_evaluate(
+    params: Mapping[str, Any], root: PathLike = ".", *, checkpoint: PathLike | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Run the evaluate stage; returns ``{"metrics": flat metrics, "summary": summary.json content, "files"}``."""
     t_start = time.perf_counter()
     root = Path(root).resolve()
@@ -379,8 +445,9 @@ def run_evaluate(params: Mapping[str, Any], root: PathLike = ".", *, checkpoint:
     # videos: deterministic tuning / test split per (dataset, split)
     prep = load_prepared(raw_dir)
     if prep.n_landmarks != model.cfg.n_landmarks:
-        raise ValueError(f"{prep.path}: the data has {prep.n_landmarks} landmarks but the model predicts "
-                         f"{model.cfg.n_landmarks}")
+        raise ValueError(
+            f"{prep.path}: the data has {prep.n_landmarks} landmarks but the model predicts {model.cfg.n_landmarks}"
+        )
     sets = video_sets(prep, s.max_videos)
     roles: dict[str, str] = {}
     tune_keys: list[str] = []
@@ -396,23 +463,42 @@ def run_evaluate(params: Mapping[str, Any], root: PathLike = ".", *, checkpoint:
 
     run: RunResult | None = None
     if refs:
-        say(f"evaluate: {len(refs)} videos ({len(tune_keys)} tuning, {len(test_keys)} test), "
-            f"{len(tracker_methods)} tracker methods, {'Ray Data' if s.parallel else 'sequential'}")
+        say(
+            f"evaluate: {len(refs)} videos ({len(tune_keys)} tuning, {len(test_keys)} test), "
+            f"{len(tracker_methods)} tracker methods, {'Ray Data' if s.parallel else 'sequential'}"
+        )
         if s.parallel:
             import ray
 
             started = _start_ray(s)
             try:
-                run = evaluate_parallel(model, refs, tracker_methods, group_size=s.videos_per_batch, actors=s.actors,
-                                        cpus_per_actor=s.cpus_per_actor, gpus_per_actor=_gpu_plan(s),
-                                        decode_cpus=s.decode_cpus, threads=s.torch_threads,
-                                        extra_scale=s.methods.extra_scale)
+                run = evaluate_parallel(
+                    model,
+                    refs,
+                    tracker_methods,
+                    group_size=s.videos_per_batch,
+                    actors=s.actors,
+                    cpus_per_actor=s.cpus_per_actor,
+                    gpus_per_actor=_gpu_plan(s),
+                    decode_cpus=s.decode_cpus,
+                    threads=s.torch_threads,
+                    extra_scale=s.methods.extra_scale,
+                    inference=s.inference,
+                )
             finally:
                 if started:
                     ray.shutdown()
         else:
-            run = evaluate_sequential(model, refs, tracker_methods, group_size=s.videos_per_batch, device=device,
-                                      threads=s.torch_threads, extra_scale=s.methods.extra_scale)
+            run = evaluate_sequential(
+                model,
+                refs,
+                tracker_methods,
+                group_size=s.videos_per_batch,
+                device=device,
+                threads=s.torch_threads,
+                extra_scale=s.methods.extra_scale,
+                inference=s.inference,
+            )
 
     # filter tuning on the tuning videos only
     filters = [m.filter for m in methods if m.kind == "filter" and m.filter]
@@ -421,8 +507,9 @@ def run_evaluate(params: Mapping[str, Any], root: PathLike = ".", *, checkpoint:
     tracks: dict[str, dict[str, np.ndarray]] = {}
     if run is not None:
         by_key = {v.ref.key: v for v in run.videos}
-        tune_tracks = {k: TuneTrack(by_key[k].tracks[PER_FRAME].landmarks, by_key[k].gt, by_key[k].fps)
-                       for k in tune_keys}
+        tune_tracks = {
+            k: TuneTrack(by_key[k].tracks[PER_FRAME].landmarks, by_key[k].gt, by_key[k].fps) for k in tune_keys
+        }
         tune_result = tune_filters(tune_tracks, tune_keys, filters, s.tuning)
         per_video, tracks = _video_rows(run, methods, tune_result.chosen, roles)
     else:
@@ -448,8 +535,9 @@ def run_evaluate(params: Mapping[str, Any], root: PathLike = ".", *, checkpoint:
     still_agg: dict[str, dict[str, float]] = {}
     ced: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in still_splits(shards_dir, s.still_splits):
-        res = evaluate_stills(model, shards_dir, split, batch_size=s.still_batch_size, max_images=s.max_stills,
-                              device=device)
+        res = evaluate_stills(
+            model, shards_dir, split, batch_size=s.still_batch_size, max_images=s.max_stills, device=device
+        )
         nmes = still_nmes(res.pred, res.gt)
         still_agg[split] = {**still_summary(nmes), "nfe": float(np.mean(res.nfe))}
         ced[split] = ced_curve(nmes)
@@ -464,11 +552,18 @@ def run_evaluate(params: Mapping[str, Any], root: PathLike = ".", *, checkpoint:
     extra: dict[str, Any] = {f"throughput.{k}": v for k, v in throughput.items()}
     for f, p in tune_result.chosen.items():
         extra.update({f"filters.{f}.{k}": v for k, v in p.items()})
-    extra.update({"tuning.videos": len(tune_keys), "test.videos": len(test_keys),
-                  "info.rwr_method": rwr, "info.best_filter": best_filter or "",
-                  "info.mode": run.mode if run is not None else "none",
-                  "info.device": run.device if run is not None else str(device),
-                  "info.model": model_info.get("path") or f"{model_info.get('name')}@{model_info.get('alias')}"})
+    extra.update(
+        {
+            "tuning.videos": len(tune_keys),
+            "test.videos": len(test_keys),
+            "info.rwr_method": rwr,
+            "info.best_filter": best_filter or "",
+            "info.mode": run.mode if run is not None else "none",
+            "info.device": run.device if run is not None else str(device),
+            "info.inference": run.extra.get("inference", "") if run is not None else "",
+            "info.model": model_info.get("path") or f"{model_info.get('name')}@{model_info.get('alias')}",
+        }
+    )
     metrics = flat_metrics(video_agg, still_agg, comparisons, pareto, extra)
     _write_json(root / METRICS_FILE, metrics)
     files["metrics"] = METRICS_FILE
@@ -476,9 +571,22 @@ def run_evaluate(params: Mapping[str, Any], root: PathLike = ".", *, checkpoint:
     if not per_video.empty:
         _write_parquet(per_video, out_dir / "per_video.parquet")
         files["per_video"] = f"{OUT_DIR}/per_video.parquet"
-    plots.write_csv(out_dir / "tuning.csv", ["filter", "params", "nme_io", "nmf", "feasible", "objective", "chosen"],
-                    [[r["filter"], r["params"], f"{r['nme_io']:.6g}", f"{r['nmf']:.6g}", int(r["feasible"]),
-                      f"{r['objective']:.6g}", int(r["chosen"])] for r in tune_result.scores])
+    plots.write_csv(
+        out_dir / "tuning.csv",
+        ["filter", "params", "nme_io", "nmf", "feasible", "objective", "chosen"],
+        [
+            [
+                r["filter"],
+                r["params"],
+                f"{r['nme_io']:.6g}",
+                f"{r['nmf']:.6g}",
+                int(r["feasible"]),
+                f"{r['objective']:.6g}",
+                int(r["chosen"]),
+            ]
+            for r in tune_result.scores
+        ],
+    )
     files["tuning"] = f"{OUT_DIR}/tuning.csv"
     uri = s.mlflow_uri if s.mlflow_uri is not None else _train_defaults(params)["mlflow_uri"]
     mlflow_run = _start_mlflow_run(uri, s, params, root, model_info) if uri else None
@@ -489,8 +597,13 @@ def run_evaluate(params: Mapping[str, Any], root: PathLike = ".", *, checkpoint:
             "rwr_method": rwr,
             "best_filter": best_filter,
             "pareto": pareto,
-            "filters": {"chosen": tune_result.chosen, "tuned": tune_result.tuned, "objective": s.tuning.objective,
-                        "tuning_unfiltered": tune_result.base, "ids_used": tune_result.ids_used},
+            "filters": {
+                "chosen": tune_result.chosen,
+                "tuned": tune_result.tuned,
+                "objective": s.tuning.objective,
+                "tuning_unfiltered": tune_result.base,
+                "ids_used": tune_result.ids_used,
+            },
             "videos": {"tune": sorted(tune_keys), "test": sorted(test_keys)},
             "still_splits": list(still_agg),
             "model": model_info,
@@ -502,8 +615,9 @@ def run_evaluate(params: Mapping[str, Any], root: PathLike = ".", *, checkpoint:
         _write_json(out_dir / "summary.json", _jsonable(summary))
         files["summary"] = f"{OUT_DIR}/summary.json"
         if video_agg is not None:
-            write_text_atomic(out_dir / "report.md", _report_md(video_agg, names, pareto, comparisons, still_agg,
-                                                                rwr, best_filter))
+            write_text_atomic(
+                out_dir / "report.md", _report_md(video_agg, names, pareto, comparisons, still_agg, rwr, best_filter)
+            )
             files["report"] = f"{OUT_DIR}/report.md"
         summary["files"] = files
         if mlflow_run:
@@ -528,20 +642,44 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _report_md(video: Mapping[str, Any], names: list[str], pareto: list[str], comparisons: Mapping[str, Any],
-               stills: Mapping[str, Mapping[str, float]], rwr: str, best_filter: str | None) -> str:
-    lines = ["# Evaluation report", "", f"Primary RwR method: `{rwr}`; best filter (chosen on the tuning videos): "
-             f"`{best_filter}`.", "", markdown_table(video, names, pareto), "## RwR vs baselines (per-video means)", "",
-             "| split | vs | NME io % change | NME face % change | NMF % change |", "|---|---|---|---|---|"]
+def _report_md(
+    video: Mapping[str, Any],
+    names: list[str],
+    pareto: list[str],
+    comparisons: Mapping[str, Any],
+    stills: Mapping[str, Mapping[str, float]],
+    rwr: str,
+    best_filter: str | None,
+) -> str:
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Primary RwR method: `{rwr}`; best filter (chosen on the tuning videos): `{best_filter}`.",
+        "",
+        markdown_table(video, names, pareto),
+        "## RwR vs baselines (per-video means)",
+        "",
+        "| split | vs | NME io % change | NME face % change | NMF % change |",
+        "|---|---|---|---|---|",
+    ]
     for name, res in comparisons.items():
         split, vs = name.split(".", 1)
-        lines.append(f"| {split} | {vs.removeprefix('rwr_vs_')} | {res['nme_io_pct']:+.1f} | "
-                     f"{res['nme_face_pct']:+.1f} | {res['nmf_pct']:+.1f} |")
+        lines.append(
+            f"| {split} | {vs.removeprefix('rwr_vs_')} | {res['nme_io_pct']:+.1f} | "
+            f"{res['nme_face_pct']:+.1f} | {res['nmf_pct']:+.1f} |"
+        )
     if stills:
-        lines += ["", "## Still images", "", "| split | images | NME % (io) | FR@0.1 % | AUC@0.1 | NFE |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {k} | {v['images']} | {v['nme_pct']:.3f} | {v['fr_pct']:.2f} | {v['auc']:.4f} | {v['nfe']:.2f} |"
-                  for k, v in stills.items()]
+        lines += [
+            "",
+            "## Still images",
+            "",
+            "| split | images | NME % (io) | FR@0.1 % | AUC@0.1 | NFE |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {v['images']} | {v['nme_pct']:.3f} | {v['fr_pct']:.2f} | {v['auc']:.4f} | {v['nfe']:.2f} |"
+            for k, v in stills.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -549,8 +687,9 @@ def _mlflow_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "-", key)
 
 
-def _start_mlflow_run(uri: str, s: EvalSettings, params: Mapping[str, Any], root: Path,
-                      model_info: Mapping[str, Any]) -> tuple[Any, str]:
+def _start_mlflow_run(
+    uri: str, s: EvalSettings, params: Mapping[str, Any], root: Path, model_info: Mapping[str, Any]
+) -> tuple[Any, str]:
     """(client, run id) of a new ``evaluate`` run in the training experiment (tagged with the model's source)."""
     from mlflow import MlflowClient
 
@@ -569,14 +708,24 @@ def _start_mlflow_run(uri: str, s: EvalSettings, params: Mapping[str, Any], root
     return client, str(run.info.run_id)
 
 
-def _log_mlflow(client: Any, rid: str, s: EvalSettings, root: Path, metrics: Mapping[str, Any],
-                summary: Mapping[str, Any], files: Mapping[str, str]) -> None:
+def _log_mlflow(
+    client: Any,
+    rid: str,
+    s: EvalSettings,
+    root: Path,
+    metrics: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    files: Mapping[str, str],
+) -> None:
     """Numeric metrics, settings, model and chosen filter parameters as params, the files as artifacts."""
     from mlflow.entities import Metric, Param
 
     ts = int(time.time() * 1000)
-    ms = [Metric(_mlflow_key(k), float(v), ts, 0) for k, v in metrics.items()
-          if isinstance(v, int | float) and not isinstance(v, bool)]
+    ms = [
+        Metric(_mlflow_key(k), float(v), ts, 0)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
     from pipelines.train.reporting import flatten
 
     flat = flatten({"evaluate": dataclasses.asdict(s)})
@@ -593,10 +742,9 @@ def _log_mlflow(client: Any, rid: str, s: EvalSettings, root: Path, metrics: Map
     client.set_terminated(rid, "FINISHED")
 
 
-
-
-def run_evaluate_from_params(params_path: PathLike = "params.yaml", *, checkpoint: PathLike | None = None,
-                             progress: bool = True) -> dict[str, Any]:
+def run_evaluate_from_params(
+    params_path: PathLike = "params.yaml", *, checkpoint: PathLike | None = None, progress: bool = True
+) -> dict[str, Any]:
     """``run_evaluate`` with the settings of ``params_path``; paths resolve against that file's folder."""
     from pipelines.prepare import load_params
 

@@ -60,8 +60,10 @@ class TuneSettings:
         if unknown:
             raise ValueError(f"evaluate.tuning.grids: unknown filter(s) {unknown}, known {list(FILTER_NAMES)}")
         for name, grid in self.grids.items():
-            if not isinstance(grid, Mapping) or not grid or any(
-                not isinstance(v, list | tuple) or not v for v in grid.values()
+            if (
+                not isinstance(grid, Mapping)
+                or not grid
+                or any(not isinstance(v, list | tuple) or not v for v in grid.values())
             ):
                 raise ValueError(f"evaluate.tuning.grids.{name}: expected a mapping of parameter -> non-empty list")
 
@@ -85,8 +87,9 @@ def _rank_key(salt: str, vid: str) -> str:
     return hashlib.sha256(f"{salt}\0{vid}".encode()).hexdigest()
 
 
-def split_tune_test(splits: Mapping[str, Sequence[str]], fraction: float, salt: str = "ldeq-eval"
-                    ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def split_tune_test(
+    splits: Mapping[str, Sequence[str]], fraction: float, salt: str = "ldeq-eval"
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """(tuning ids, test ids) per split; see the module docstring. Both lists are sorted."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
@@ -138,8 +141,9 @@ def _grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
     return [dict(zip(names, (float(v) for v in combo), strict=True)) for combo in itertools.product(*grid.values())]
 
 
-def tune_filters(tracks: Mapping[str, TuneTrack], ids: Sequence[str], filters: Sequence[str],
-                 settings: TuneSettings) -> TuneResult:
+def tune_filters(
+    tracks: Mapping[str, TuneTrack], ids: Sequence[str], filters: Sequence[str], settings: TuneSettings
+) -> TuneResult:
     """Grid-search each filter's parameters on the videos ``ids`` of ``tracks`` (only those are read).
 
     With no tuning video, every filter takes the first point of its grid and ``tuned`` is False.
@@ -163,8 +167,16 @@ def tune_filters(tracks: Mapping[str, TuneTrack], ids: Sequence[str], filters: S
             nme_v = float(np.mean([video_nme(p, v.gt) for p, v in zip(smoothed, videos, strict=True)]))
             nmf_v = float(np.mean([video_nmf(p, v.gt) for p, v in zip(smoothed, videos, strict=True)]))
             key = _score(nme_v, nmf_v, base_nme, settings)
-            scores.append({"filter": f, "params": json.dumps(params, sort_keys=True), "nme_io": nme_v, "nmf": nmf_v,
-                           "feasible": key[0] == 0, "objective": key[1]})
+            scores.append(
+                {
+                    "filter": f,
+                    "params": json.dumps(params, sort_keys=True),
+                    "nme_io": nme_v,
+                    "nmf": nmf_v,
+                    "feasible": key[0] == 0,
+                    "objective": key[1],
+                }
+            )
             if best is None or key < best[0]:
                 best = (key, params)
         assert best is not None

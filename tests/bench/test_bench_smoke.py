@@ -19,5 +19,9 @@ def test_quick_cpu_run(tmp_path) -> None:
     assert rows["fp32"]["speedup_vs_fp32_eager"] == 1.0 and rows["fp32"]["max_landmark_diff_px"] == 0.0
     for r in result["rwr"]:
         assert abs(r["frames_per_s"] * r["ms_per_frame"] - 1000.0) < 1e-6 * 1000
+        assert r["parity_ok"] == (r["max_landmark_diff_px_at_256"] <= bench_inference.PARITY_PX_AT_256)
+    # the default inference path (what evaluation and serving run) passes parity; on a CPU it is fp32 eager
+    assert rows["default"]["parity_ok"] and rows["default"]["policy"] == "cpu: fp32, contiguous, eager"
+    assert rows["default"]["max_landmark_diff_px"] == 0.0
     modes = {(r["grad"], r["forward_nfe"]) for r in result["training_memory"]}
     assert modes == {("implicit", 2), ("unrolled", 2)}

@@ -122,7 +122,8 @@ def test_forward_fixed_equals_the_fixed_point_solver_with_zero_tolerance() -> No
     img = torch.randn(3, 3, 64, 64)
     z0 = model.cell.norm(torch.randn(model.z_shape(3)))
     with torch.no_grad():
-        fast, z_fast = model.forward_fixed(img, z0, 3)
+        fast, z_fast, rel = model.forward_fixed(img, z0, 3)
         out = model(img, z0, solver=model.cfg.solver.__class__(method="fpi", max_nfe=3, tol=0.0))
     assert torch.equal(fast, out.coords) and torch.equal(z_fast, out.z_star)
+    assert torch.equal(rel, out.stats.rel_residual)
     assert out.stats.nfe.tolist() == [3, 3, 3]

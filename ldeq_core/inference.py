@@ -1,0 +1,204 @@
+"""The inference fast path: numeric precision, memory format and CUDA-graph capture of the RwR step.
+
+:class:`InferencePolicy` says how a model runs at inference; ``precision="auto"`` picks, per device, the fastest
+setting that passed the accuracy-parity check of ``bench/bench_inference.py`` (landmarks within 0.1 px at 256 px
+of the fp32 eager result on a trained model, BENCHMARKS.md section 8/9):
+
+* CUDA (compute capability >= 8.0): TF32 matmuls and convolutions, channels_last, and the fixed-budget RwR step
+  captured once per (budget, batch bucket) as a CUDA graph (batches are zero-padded up to the bucket).
+* CPU, or older GPUs: plain fp32, eager (the fallback; CUDA graphs and TF32 do not exist there).
+
+bf16 is available on request but is not the default: it failed parity on a trained model (0.17-0.99 px).
+
+:class:`InferenceEngine` applies a policy to one model: ``full_solve`` (the model's own solver, any options) and
+``fixed_steps`` (exactly ``nfe`` cell evaluations from a warm start, the RwR hot path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+from ldeq_core.model import LandmarkDEQ, LDEQOutput
+
+Precision = Literal["fp32", "tf32", "bf16"]
+_PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+DEFAULT_GRAPH_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class InferencePolicy:
+    """Requested inference settings; ``None`` / ``"auto"`` fields are decided per device by :meth:`resolve`."""
+
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
+    channels_last: bool | None = None
+    cuda_graphs: bool | None = None
+    graph_batches: tuple[int, ...] = DEFAULT_GRAPH_BATCHES
+
+    def __post_init__(self) -> None:
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"inference.precision must be one of {_PRECISIONS}, got {self.precision!r}")
+        batches = tuple(int(b) for b in self.graph_batches)
+        if not batches or any(b < 1 for b in batches) or list(batches) != sorted(set(batches)):
+            raise ValueError(f"inference.graph_batches must be increasing positive sizes, got {self.graph_batches}")
+        object.__setattr__(self, "graph_batches", batches)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> InferencePolicy:
+        """From a params/config mapping (keys: precision, channels_last, cuda_graphs, graph_batches)."""
+        d = dict(d or {})
+        unknown = set(d) - {"precision", "channels_last", "cuda_graphs", "graph_batches"}
+        if unknown:
+            raise ValueError(f"unknown inference keys: {sorted(unknown)}")
+        if "graph_batches" in d and d["graph_batches"] is not None:
+            d["graph_batches"] = tuple(d["graph_batches"])
+        elif "graph_batches" in d:
+            del d["graph_batches"]
+        return cls(**d)
+
+    def resolve(self, device: torch.device | str) -> ResolvedPolicy:
+        """Concrete settings for ``device``: what auto means there, and CPU fallbacks for CUDA-only features."""
+        dev = torch.device(device)
+        cuda = dev.type == "cuda"
+        notes: list[str] = []
+        precision: Precision
+        if self.precision == "auto":
+            ampere = cuda and torch.cuda.get_device_capability(dev)[0] >= 8
+            precision = "tf32" if ampere else "fp32"
+        elif self.precision == "tf32" and not cuda:
+            precision = "fp32"
+            notes.append("tf32 requested on a CPU: fp32")
+        else:
+            precision = self.precision
+        graphs = cuda if self.cuda_graphs is None else bool(self.cuda_graphs)
+        if graphs and not cuda:
+            graphs = False
+            notes.append("CUDA graphs requested without CUDA: eager")
+        cl = cuda if self.channels_last is None else bool(self.channels_last)
+        return ResolvedPolicy(dev.type, precision, cl, graphs, self.graph_batches, tuple(notes))
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """The settings an engine actually runs with on its device."""
+
+    device: str
+    precision: Precision
+    channels_last: bool
+    cuda_graphs: bool
+    graph_batches: tuple[int, ...]
+    notes: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for ``ldeq info`` and the model card."""
+        parts = [self.precision, "channels_last" if self.channels_last else "contiguous"]
+        parts.append("CUDA graphs (RwR step)" if self.cuda_graphs else "eager")
+        text = f"{self.device}: " + ", ".join(parts)
+        return text + (f" ({'; '.join(self.notes)})" if self.notes else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["graph_batches"] = list(self.graph_batches)
+        d["notes"] = list(self.notes)
+        return d
+
+
+@contextlib.contextmanager
+def precision_context(precision: Precision, device_type: str) -> Iterator[None]:
+    """TF32 switches (CUDA) and bf16 autocast for the body; the previous global switches are restored after."""
+    prev = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        if device_type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+            torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+
+
+class _GraphedSteps:
+    """``forward_fixed`` captured as a CUDA graph for one (nfe, batch) pair, with static input/output buffers."""
+
+    def __init__(
+        self, model: LandmarkDEQ, policy: ResolvedPolicy, nfe: int, batch: int, pool: Any, fmt: torch.memory_format
+    ) -> None:
+        dev = next(model.parameters()).device
+        size = model.cfg.image_size
+        self.img = torch.zeros(batch, 3, size, size, device=dev).contiguous(memory_format=fmt)
+        self.z0 = torch.zeros(model.z_shape(batch), device=dev).contiguous(memory_format=fmt)
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side), precision_context(policy.precision, "cuda"):
+            for _ in range(2):  # warm-up outside the graph (cuDNN algorithm choice, allocator)
+                model.forward_fixed(self.img, self.z0, nfe)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool), precision_context(policy.precision, "cuda"):
+            self.out = model.forward_fixed(self.img, self.z0, nfe)
+
+    def __call__(self, img: torch.Tensor, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = img.shape[0]
+        self.img[:n].copy_(img)
+        self.z0[:n].copy_(z0)
+        if n < self.img.shape[0]:  # padding rows: finite inputs, results discarded
+            self.img[n:].zero_()
+            self.z0[n:].zero_()
+        self.graph.replay()
+        coords, z, rel = self.out
+        return coords[:n].clone(), z[:n].clone(), rel[:n].clone()
+
+
+class InferenceEngine:
+    """One model run under one :class:`InferencePolicy` (on the model's device)."""
+
+    def __init__(self, model: LandmarkDEQ, policy: InferencePolicy | None = None) -> None:
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.policy = (policy or InferencePolicy()).resolve(self.device)
+        self._fmt = torch.channels_last if self.policy.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self._fmt)
+        self._graphs: dict[tuple[int, int], _GraphedSteps] = {}
+        self._pool: Any = None
+
+    def describe(self) -> str:
+        return self.policy.describe()
+
+    def _prep(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device).contiguous(memory_format=self._fmt)
+
+    @torch.no_grad()
+    def full_solve(self, images: torch.Tensor, z0: torch.Tensor | None = None, **kwargs: Any) -> LDEQOutput:
+        """``model(images, z0, **kwargs)`` (its own solver unless ``solver=`` is given) under the policy."""
+        with precision_context(self.policy.precision, self.device.type):
+            return self.model(self._prep(images), None if z0 is None else self._prep(z0), **kwargs)
+
+    @torch.no_grad()
+    def fixed_steps(
+        self, images: torch.Tensor, z0: torch.Tensor, nfe: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Exactly ``nfe`` cell evaluations from ``z0``: (coords (B, L, 2) in [0, 1), z, relative residual (B,))."""
+        images, z0 = self._prep(images), self._prep(z0)
+        n = images.shape[0]
+        if not self.policy.cuda_graphs or n == 0:
+            with precision_context(self.policy.precision, self.device.type):
+                return self.model.forward_fixed(images, z0, nfe)
+        largest = self.policy.graph_batches[-1]
+        parts = [
+            self._graphed(nfe, images[i : i + largest].shape[0])(images[i : i + largest], z0[i : i + largest])
+            for i in range(0, n, largest)
+        ]
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+    def _graphed(self, nfe: int, n: int) -> _GraphedSteps:
+        bucket = next(b for b in self.policy.graph_batches if b >= n)
+        key = (nfe, bucket)
+        if key not in self._graphs:
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            self._graphs[key] = _GraphedSteps(self.model, self.policy, nfe, bucket, self._pool, self._fmt)
+        return self._graphs[key]

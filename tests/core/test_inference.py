@@ -1,0 +1,93 @@
+"""The inference policy and engine: device resolution, CPU fallback, parity of the fast path with the solver."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ldeq_core.config import SolverConfig, get_preset
+from ldeq_core.inference import InferenceEngine, InferencePolicy, precision_context
+from ldeq_core.model import LandmarkDEQ
+from ldeq_core.rwr import RwRConfig, RwRTracker
+
+SMALL = {"image_size": 64, "heatmap_size": 16, "n_landmarks": 98}
+
+
+@pytest.fixture(scope="module")
+def model() -> LandmarkDEQ:
+    torch.manual_seed(0)
+    return LandmarkDEQ(get_preset("tiny", **SMALL)).eval()
+
+
+def test_auto_policy_on_cpu_is_plain_fp32_eager_and_cuda_features_fall_back_with_a_note() -> None:
+    auto = InferencePolicy().resolve("cpu")
+    assert (auto.precision, auto.channels_last, auto.cuda_graphs, auto.notes) == ("fp32", False, False, ())
+    asked = InferencePolicy(precision="tf32", cuda_graphs=True, channels_last=True).resolve("cpu")
+    assert (asked.precision, asked.cuda_graphs, asked.channels_last) == ("fp32", False, True)
+    assert len(asked.notes) == 2 and "tf32" in asked.notes[0] and "CUDA graphs" in asked.notes[1]
+    assert asked.describe() == "cpu: fp32, channels_last, eager (" + "; ".join(asked.notes) + ")"
+    assert InferencePolicy(precision="bf16").resolve("cpu").precision == "bf16"  # explicit opt-in is kept
+
+
+def test_policy_validation_and_from_dict() -> None:
+    p = InferencePolicy.from_dict({"precision": "tf32", "graph_batches": [1, 8, 64], "cuda_graphs": None})
+    assert p.graph_batches == (1, 8, 64) and p.precision == "tf32" and p.cuda_graphs is None
+    assert InferencePolicy.from_dict(None) == InferencePolicy()
+    with pytest.raises(ValueError, match="unknown inference keys"):
+        InferencePolicy.from_dict({"precison": "fp32"})
+    with pytest.raises(ValueError, match="precision"):
+        InferencePolicy(precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="graph_batches"):
+        InferencePolicy(graph_batches=(8, 4))
+
+
+def test_precision_context_restores_the_global_tf32_switches() -> None:
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with precision_context("bf16", "cpu"):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    assert not torch.is_autocast_enabled("cpu")
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_engine_fixed_steps_equal_the_fixed_point_solver(model: LandmarkDEQ) -> None:
+    img = torch.randn(4, 3, 64, 64)
+    z0 = model.cell.norm(torch.randn(model.z_shape(4)))
+    coords, z, rel = InferenceEngine(model).fixed_steps(img, z0, 2)
+    with torch.no_grad():
+        ref = model(img, z0, solver=SolverConfig(method="fpi", max_nfe=2, tol=0.0))
+    assert torch.equal(coords, ref.coords) and torch.equal(z, ref.z_star)
+    assert torch.equal(rel, ref.stats.rel_residual)
+
+
+def test_channels_last_engine_keeps_landmarks_within_parity(model: LandmarkDEQ) -> None:
+    """The CPU variant a policy may pick (channels_last) stays within 0.1 px at 256 of fp32 eager."""
+    img = torch.randn(3, 3, 64, 64)
+    z0 = model.cell.norm(torch.randn(model.z_shape(3)))
+    ref = InferenceEngine(model, InferencePolicy(channels_last=False)).fixed_steps(img, z0, 2)[0]
+    cl = InferenceEngine(model, InferencePolicy(channels_last=True)).fixed_steps(img, z0, 2)[0]
+    InferenceEngine(model)  # back to the default (contiguous) format for the other tests
+    assert float((cl - ref).abs().max()) * 256 <= 0.1
+
+
+def test_tracker_warm_frames_use_the_engine_and_match_the_solver(model: LandmarkDEQ) -> None:
+    """RwR through the engine: frame 0 a full solve, frames 1.. exactly budget steps from the previous z*."""
+    rng = np.random.default_rng(0)
+    images = [torch.from_numpy(rng.normal(size=(2, 3, 64, 64)).astype(np.float32)) for _ in range(3)]
+    tracker = RwRTracker(model, RwRConfig(budget_nfe=2, crop_size=64))
+    z = None
+    for t, img in enumerate(images):
+        res = tracker.step_crops(img, ["a", "b"])
+        with torch.no_grad():
+            ref = model(img) if t == 0 else model(img, z, solver=SolverConfig(method="fpi", max_nfe=2, tol=0.0))
+        z = ref.z_star
+        assert np.array_equal(res.coords, ref.coords.numpy() * 64)
+        assert res.nfe.tolist() == ref.stats.nfe.tolist()
+        assert np.allclose(res.rel_residual, ref.stats.rel_residual.numpy())
+    assert res.nfe.tolist() == [2, 2] and not res.full_solve.any()
+
+
+def test_tracker_rejects_an_engine_of_another_model(model: LandmarkDEQ) -> None:
+    other = LandmarkDEQ(get_preset("tiny", **SMALL))
+    with pytest.raises(ValueError, match="engine must wrap"):
+        RwRTracker(model, engine=InferenceEngine(other))
