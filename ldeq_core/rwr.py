@@ -121,15 +121,24 @@ class RwRTracker:
         boxes = np.asarray(boxes, dtype=np.float64)
         if len(frames_bgr) != len(stream_ids) or boxes.shape[0] != len(stream_ids):
             raise ValueError("frames, boxes and stream_ids must have the same length")
-        crops, affines = zip(
-            *(
-                crop_face(fr, bx, self.cfg.crop_size, self.cfg.extra_scale)
-                for fr, bx in zip(frames_bgr, boxes, strict=True)
-            ),
-            strict=True,
-        )
-        images = to_model_input(np.stack(crops), self.device)
-        res = self.step_crops(images, stream_ids, boxes=boxes, reset=reset)
+        crops, affines = zip(*(self.crop(fr, bx) for fr, bx in zip(frames_bgr, boxes, strict=True)), strict=True)
+        return self.step_prepared(np.stack(crops), np.stack(affines), boxes, stream_ids, reset)
+
+    def crop(self, frame_bgr: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model crop (S, S, 3) RGB uint8 of one frame and its frame->crop affine; thread-safe (no state)."""
+        return crop_face(frame_bgr, np.asarray(box, dtype=np.float64), self.cfg.crop_size, self.cfg.extra_scale)
+
+    def step_prepared(
+        self,
+        crops: np.ndarray,
+        affines: np.ndarray,
+        boxes: np.ndarray,
+        stream_ids: Sequence[Hashable],
+        reset: Sequence[bool] | None = None,
+    ) -> StepResult:
+        """:meth:`step` after :meth:`crop` (which callers may run in parallel): solve, map back to frame pixels."""
+        images = to_model_input(np.asarray(crops), self.device)
+        res = self.step_crops(images, stream_ids, boxes=np.asarray(boxes, dtype=np.float64), reset=reset)
         res.landmarks = apply_affine(np.stack([invert_affine(m) for m in affines]), res.coords)
         return res
 

@@ -339,6 +339,7 @@ class LandmarkService:
             max_active=b.max_active_videos,
             exact=b.exact,
             inference=self.settings.inference.policy(),
+            prepare_threads=b.prepare_threads,
         )
         self.replica = _replica_id()
         self.jobs_enabled = self.settings.jobs.allowed_root is not None or bool(self.settings.jobs.uri_protocols)

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ldeq_core.geometry import validate_box
+from ldeq_core.geometry import crop_face, validate_box
 from ldeq_core.inference import InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.rwr import RwRConfig, RwRTracker
@@ -106,8 +106,14 @@ class FrameBatcher:
         max_active: int = 256,
         exact: bool = False,
         inference: InferencePolicy | None = None,
+        prepare_threads: int = 1,
     ) -> None:
         self.tracker = RwRTracker(model, default_cfg, policy=inference)
+        self._prepare_pool = (
+            ThreadPoolExecutor(max_workers=prepare_threads, thread_name_prefix="ldeq-prepare")
+            if prepare_threads > 1
+            else None
+        )
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
         self.max_active = max_active
@@ -162,6 +168,8 @@ class FrameBatcher:
         if self._task is not None:
             self._task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._prepare_pool is not None:
+            self._prepare_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------------------------------------ loop
     def _ensure_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -246,37 +254,51 @@ class FrameBatcher:
             self._release(s)
 
     # ------------------------------------------------------------------------------------------------ worker
+    def _prepare(self, s: _Stream, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, str] | BaseException:
+        """Next frame of one stream: decode, box, crop. Runs in the prepare pool (streams in parallel; OpenCV
+        releases the GIL), touching only that stream's own decoder and box provider."""
+        if s.started is None:
+            s.started = now
+        try:
+            frame = next(s.req.frames)
+            box, reset, source = s.req.boxes.box_for(s.t, frame)
+            validate_box(box, (frame.shape[1], frame.shape[0]), name=f"{s.req.name} box of frame {s.t}")
+            box = np.asarray(box, dtype=np.float64)[:4]
+            crop, affine = crop_face(frame, box, s.req.rwr.crop_size, s.req.rwr.extra_scale)
+            return crop, affine, box, bool(reset), source
+        except StopIteration:
+            return unprocessable("invalid_video", f"{s.req.name}: decoding stopped at frame {s.t} of {s.req.n_frames}")
+        except DataError as exc:
+            return unprocessable("invalid_video", f"{s.req.name}: {exc.reason}")
+        except ValueError as exc:
+            return unprocessable("invalid_boxes", str(exc))
+
     def _step(self, batch: list[_Stream]) -> list[_Frame | BaseException]:
-        """Runs on the worker thread: decode, box, one ``tracker.step`` per RwR config, then observe landmarks."""
+        """Runs on the worker thread: prepare every stream's frame (in parallel), one model call per RwR config,
+        then observe the landmarks (tracking)."""
         now = time.perf_counter()
         results: list[_Frame | BaseException | None] = [None] * len(batch)
-        prepared: dict[RwRConfig, list[tuple[int, np.ndarray, np.ndarray, bool, str]]] = defaultdict(list)
-        for i, s in enumerate(batch):
-            if s.started is None:
-                s.started = now
-            try:
-                frame = next(s.req.frames)
-                box, reset, source = s.req.boxes.box_for(s.t, frame)
-                validate_box(box, (frame.shape[1], frame.shape[0]), name=f"{s.req.name} box of frame {s.t}")
-                prepared[s.req.rwr].append((i, frame, np.asarray(box, dtype=np.float64)[:4], bool(reset), source))
-            except StopIteration:
-                results[i] = unprocessable(
-                    "invalid_video", f"{s.req.name}: decoding stopped at frame {s.t} of {s.req.n_frames}"
-                )
-            except DataError as exc:
-                results[i] = unprocessable("invalid_video", f"{s.req.name}: {exc.reason}")
-            except ValueError as exc:
-                results[i] = unprocessable("invalid_boxes", str(exc))
+        prepared: dict[RwRConfig, list[tuple[int, np.ndarray, np.ndarray, np.ndarray, bool, str]]] = defaultdict(list)
+        if self._prepare_pool is not None and len(batch) > 1:
+            outs = list(self._prepare_pool.map(self._prepare, batch, [now] * len(batch)))
+        else:
+            outs = [self._prepare(s, now) for s in batch]
+        for i, (s, out) in enumerate(zip(batch, outs, strict=True)):
+            if isinstance(out, BaseException):
+                results[i] = out
+            else:
+                prepared[s.req.rwr].append((i, *out))
         for cfg, items in prepared.items():
             self.tracker.cfg = cfg
             groups = [[it] for it in items] if self.exact else [items]
             for group in groups:
                 try:
-                    res = self.tracker.step(
-                        [it[1] for it in group],
+                    res = self.tracker.step_prepared(
+                        np.stack([it[1] for it in group]),
                         np.stack([it[2] for it in group]),
+                        np.stack([it[3] for it in group]),
                         [batch[it[0]].sid for it in group],
-                        reset=[it[3] for it in group],
+                        reset=[it[4] for it in group],
                     )
                 except Exception as exc:
                     for it in group:
@@ -286,7 +308,7 @@ class FrameBatcher:
                     continue
                 self._calls[len(group)] += 1
                 assert res.landmarks is not None
-                for j, (i, _, box, _, source) in enumerate(group):
+                for j, (i, _, _, box, _, source) in enumerate(group):
                     s = batch[i]
                     try:
                         s.req.boxes.observe(s.t, res.landmarks[j])

@@ -67,6 +67,8 @@ class BatchSettings(_Section):
     # exact=True solves every stream as a batch of one (bitwise independent of other requests, slower).
     exact: bool = False
     torch_threads: int | None = Field(None, ge=1)
+    # threads that decode, box and crop the frames of one tick in parallel (one per video in the tick at most)
+    prepare_threads: int = Field(4, ge=1, le=64)
 
 
 class Limits(_Section):
