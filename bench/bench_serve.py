@@ -309,6 +309,8 @@ def build_settings(args: argparse.Namespace, checkpoint: Path | None) -> Any:
         batch["wait_s"] = args.batch_wait_s
     if args.torch_threads is not None:
         batch["torch_threads"] = args.torch_threads
+    if args.prepare_threads is not None:
+        batch["prepare_threads"] = args.prepare_threads
     overrides: dict[str, Any] = {
         "model": {
             "checkpoint": str(checkpoint) if checkpoint else None,
@@ -557,6 +559,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-wait-s", type=float, help="settings.batch.wait_s (default: the settings')")
     p.add_argument("--exact", action="store_true", help="settings.batch.exact: batch-of-one solves (bitwise equal)")
     p.add_argument("--torch-threads", type=int, help="settings.batch.torch_threads")
+    p.add_argument("--prepare-threads", type=int, help="settings.batch.prepare_threads (decode + crop pool)")
     p.add_argument("--budget-nfe", type=int, help="settings.rwr.budget_nfe (default: the settings')")
     p.add_argument("--port", type=int, help="Serve HTTP port (default: a free one)")
     p.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, client and service (s)")
