@@ -13,8 +13,9 @@ Recipe, in order (each step with its own probability; sizes in fractions of the 
 3. photometric, which never moves landmarks: Gaussian blur, one random single-colour rectangle occluder,
    colour jitter (brightness, contrast, saturation).
 
-Randomness comes only from the ``numpy.random.Generator`` passed in; :func:`batch_rng` derives one from
-(seed, epoch, rank, step) so a run is reproducible and resumes draw the same augmentations.
+Randomness comes only from the ``numpy.random.Generator`` passed in; :func:`sample_rng` derives one per sample
+from (seed, epoch, rank, step, sample index), so a run is reproducible, resumes draw the same augmentations and
+the result does not depend on how many threads prepare a batch (:mod:`pipelines.train.data`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,13 @@ class AugmentParams:
 def batch_rng(seed: int, epoch: int, rank: int, step: int) -> np.random.Generator:
     """The generator for one batch of one worker: a pure function of its arguments."""
     return np.random.default_rng([int(seed), int(epoch), int(rank), int(step)])
+
+
+def sample_rng(batch_key: tuple[int, ...], index: int) -> np.random.Generator:
+    """The generator of sample ``index`` of the batch ``batch_key`` = (seed, epoch, rank, step): child ``index`` of
+    that batch's ``SeedSequence`` (what ``SeedSequence(batch_key).spawn(n)[index]`` gives), a pure function."""
+    entropy = [int(k) for k in batch_key]
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(int(index),)))
 
 
 def sample_params(rng: np.random.Generator, cfg: AugmentConfig, src_size: int, out_size: int) -> AugmentParams:

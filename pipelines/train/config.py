@@ -67,6 +67,9 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 0.5
     gpus_per_worker: float = 1.0
+    # threads per worker that decode + augment a batch's samples; None or 0: max(1, round(cpus_per_worker))
+    data_threads: int | None = None
+    prefetch_batches: int = 2  # batches prepared ahead, in a background thread, while one trains (0: inline)
     # extra Ray resources per worker, e.g. {"trainer_slot": 1} with nodes started by `ray start --resources=...`
     # (CPU and GPU are set by cpus_per_worker / gpus_per_worker); empty: none
     resources_per_worker: dict[str, float] = field(default_factory=dict)
@@ -97,6 +100,10 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.train_max_nfe is not None and self.train_max_nfe < 1:
             raise ValueError(f"train.train_max_nfe must be >= 1 or null, got {self.train_max_nfe}")
+        if self.data_threads is not None and self.data_threads < 0:
+            raise ValueError(f"train.data_threads must be >= 0 or null (0, null: auto), got {self.data_threads}")
+        if self.prefetch_batches < 0:
+            raise ValueError(f"train.prefetch_batches must be >= 0 (0: no prefetch), got {self.prefetch_batches}")
         if self.max_failures < -1:
             raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
         if self.nme_norm not in ("inter_ocular", "face"):
@@ -124,6 +131,11 @@ class TrainConfig:
     @property
     def effective_train_nfe(self) -> int:
         return self.train_max_nfe if self.train_max_nfe is not None else self.model_config().solver.max_nfe
+
+    @property
+    def effective_data_threads(self) -> int:
+        """``data_threads``, or (None, 0) one per reserved CPU of the worker, at least 1."""
+        return self.data_threads or max(1, round(self.cpus_per_worker))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -28,9 +28,8 @@ import torch.distributed as dist
 from ldeq_core.checkpoints import load_checkpoint, save_checkpoint
 from ldeq_core.metrics import fr_auc, nme
 from ldeq_core.model import LandmarkDEQ
-from pipelines.train.augment import batch_rng
 from pipelines.train.config import TrainConfig
-from pipelines.train.data import prepare_arrays, to_tensors
+from pipelines.train.data import DataPool, Prefetcher, prepare_arrays, to_tensors
 from pipelines.train.objectives import (
     WarmupCosine,
     coordinate_loss,
@@ -71,7 +70,7 @@ def _sync_buffers(module: torch.nn.Module) -> None:
 
 def _rng_state() -> dict[str, Any]:
     """Global torch and python RNG states as tensors and builtins (``weights_only``-loadable). numpy randomness
-    (augmentation) comes from generators derived from (seed, epoch, rank, step), so it needs no state."""
+    (augmentation) comes from generators derived from (seed, epoch, rank, step, sample), so it needs no state."""
     py_version, py_state, py_gauss = random.getstate()
     return {"torch": torch.get_rng_state(), "python": [py_version, list(py_state), py_gauss]}
 
@@ -113,8 +112,13 @@ def train_one_epoch(
     rank: int,
     world: int,
     device: torch.device,
+    pool: DataPool | None = None,
 ) -> dict[str, float]:
-    """One pass over this worker's shard; returns the batch-mean loss, training NFE and local image count."""
+    """One pass over this worker's shard; returns the batch-mean loss, training NFE and local image count.
+
+    Batches are decoded and augmented on ``pool`` (None: sequentially), ``cfg.prefetch_batches`` ahead of the
+    training step in a background thread; sample i of step s draws from (seed, epoch, rank, s, i).
+    """
     mcfg = cfg.model_config()
     model.train()
     budget_rng = random.Random(cfg.seed * 1_000_003 + epoch)  # identical on every rank
@@ -126,32 +130,29 @@ def train_one_epoch(
         local_shuffle_buffer_size=4 * cfg.batch_size,
         local_shuffle_seed=cfg.seed * 100003 + epoch * 1009 + rank,
     )
-    for step, batch in enumerate(batches):
-        if step == 0:
-            _maybe_fail(cfg, epoch, rank, world)
-        rng = batch_rng(cfg.seed, epoch, rank, step)
-        imgs, lms = prepare_arrays(batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks, rng=rng, aug=cfg.augment)
-        x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
-        budget = cfg.effective_train_nfe
-        if cfg.stochastic_budget:
-            budget = budget_rng.randint(1, budget)
-        with _autocast(cfg, device):
-            out = model(x, max_nfe=budget)
-        target = reachable_targets(target, mcfg.heatmap_size)
-        loss = coordinate_loss(out.coords, target, cfg.loss, wing_w=cfg.wing_w, wing_eps=cfg.wing_eps)
-        if cfg.heatmap_loss_weight > 0:
-            loss = loss + cfg.heatmap_loss_weight * heatmap_loss(out.heatmaps, target, cfg.heatmap_sigma)
-        if cfg.jac_reg_weight > 0 and out.jac_loss is not None:
-            loss = loss + cfg.jac_reg_weight * out.jac_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        nfes.append(float(out.stats.nfe.float().mean()))
-        images += len(imgs)
+    prepared = (
+        prepare_arrays(
+            batch,
+            mcfg.image_size,
+            n_landmarks=mcfg.n_landmarks,
+            seed=(cfg.seed, epoch, rank, step),
+            aug=cfg.augment,
+            pool=pool,
+        )
+        for step, batch in enumerate(batches)
+    )
+    with Prefetcher(prepared, cfg.prefetch_batches) as ready:
+        for step, (imgs, lms) in enumerate(ready):
+            if step == 0:
+                _maybe_fail(cfg, epoch, rank, world)
+            x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
+            budget = cfg.effective_train_nfe
+            if cfg.stochastic_budget:
+                budget = budget_rng.randint(1, budget)
+            loss, nfe = _train_step(model, optimizer, scheduler, x, target, cfg, mcfg.heatmap_size, budget, device)
+            losses.append(loss)
+            nfes.append(nfe)
+            images += len(imgs)
     return {
         "loss_sum": float(np.sum(losses)),
         "steps": len(losses),
@@ -161,28 +162,69 @@ def train_one_epoch(
     }
 
 
+def _train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    cfg: TrainConfig,
+    heatmap_size: int,
+    budget: int,
+    device: torch.device,
+) -> tuple[float, float]:
+    """One optimiser step with forward budget ``budget``; returns (loss, mean training NFE)."""
+    with _autocast(cfg, device):
+        out = model(x, max_nfe=budget)
+    target = reachable_targets(target, heatmap_size)
+    loss = coordinate_loss(out.coords, target, cfg.loss, wing_w=cfg.wing_w, wing_eps=cfg.wing_eps)
+    if cfg.heatmap_loss_weight > 0:
+        loss = loss + cfg.heatmap_loss_weight * heatmap_loss(out.heatmaps, target, cfg.heatmap_sigma)
+    if cfg.jac_reg_weight > 0 and out.jac_loss is not None:
+        loss = loss + cfg.jac_reg_weight * out.jac_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach()), float(out.stats.nfe.float().mean())
+
+
 @torch.no_grad()
 def validate(
-    model: LandmarkDEQ, iterator: Any, cfg: TrainConfig, rank: int, world: int, device: torch.device
+    model: LandmarkDEQ,
+    iterator: Any,
+    cfg: TrainConfig,
+    rank: int,
+    world: int,
+    device: torch.device,
+    pool: DataPool | None = None,
 ) -> dict[str, Any]:
-    """This rank's share (every world-th batch) of the val split with the model's inference solver settings."""
+    """This rank's share (every world-th batch) of the val split with the model's inference solver settings.
+
+    Batches are decoded and resized on ``pool`` (no augmentation), prefetched like the training batches.
+    """
     mcfg = model.cfg
     model.eval()
     preds, gts, nfe, res, losses = [], [], [], [], []
-    for j, batch in enumerate(iterator.iter_batches(batch_size=cfg.val_batch_size, batch_format="numpy")):
-        if j % world != rank:
-            continue
-        imgs, lms = prepare_arrays(batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks)
-        x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
-        with _autocast(cfg, device):
-            out = model(x)
-        tgt = reachable_targets(target, mcfg.heatmap_size)
-        loss = coordinate_loss(out.coords, tgt, cfg.loss, wing_w=cfg.wing_w, wing_eps=cfg.wing_eps)
-        losses.append((float(loss) * len(imgs), len(imgs)))
-        preds.append(out.coords.float().cpu().numpy() * mcfg.image_size)
-        gts.append(lms)
-        nfe.append(out.stats.nfe.float().cpu().numpy())
-        res.append(out.stats.rel_residual.float().cpu().numpy())
+    mine = (
+        prepare_arrays(batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks, pool=pool)
+        for j, batch in enumerate(iterator.iter_batches(batch_size=cfg.val_batch_size, batch_format="numpy"))
+        if j % world == rank
+    )
+    with Prefetcher(mine, cfg.prefetch_batches) as ready:
+        for imgs, lms in ready:
+            x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
+            with _autocast(cfg, device):
+                out = model(x)
+            tgt = reachable_targets(target, mcfg.heatmap_size)
+            loss = coordinate_loss(out.coords, tgt, cfg.loss, wing_w=cfg.wing_w, wing_eps=cfg.wing_eps)
+            losses.append((float(loss) * len(imgs), len(imgs)))
+            preds.append(out.coords.float().cpu().numpy() * mcfg.image_size)
+            gts.append(lms)
+            nfe.append(out.stats.nfe.float().cpu().numpy())
+            res.append(out.stats.rel_residual.float().cpu().numpy())
     lmk = (0, mcfg.n_landmarks, 2)
     return {
         "pred": _concat(preds, lmk),
@@ -316,36 +358,38 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
     train_it = ray.train.get_dataset_shard("train")
     val_it = ray.train.get_dataset_shard("val")
-    for epoch in range(start_epoch, cfg.epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        tr = _gather(train_one_epoch(model, optimizer, scheduler, train_it, cfg, epoch, rank, world, device))
-        steps = sum(t["steps"] for t in tr)
-        _sync_buffers(raw)
-        val = summarise_validation(_gather(validate(raw, val_it, cfg, rank, world, device)), cfg.nme_norm)
-        seconds = max(t["seconds"] for t in tr)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": sum(t["loss_sum"] for t in tr) / max(1, steps),
-            "train_nfe_mean": sum(t["nfe_sum"] for t in tr) / max(1, steps),
-            "lr": lr,
-            "images_per_s": sum(t["images"] for t in tr) / max(seconds, 1e-9),
-            "epoch_train_s": seconds,
-            **val,
-        }
-        history.append(row)
-        if row["val_nme"] < best["val_nme"]:
-            best = {"val_nme": row["val_nme"], "epoch": epoch + 1, "val_fr": row["val_fr"], "val_auc": row["val_auc"]}
-            if rank == 0:
-                best_state = {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
-        if logger is not None:
-            logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-        last = epoch + 1 == cfg.epochs
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-                _save_state(Path(tmp), raw, best_state, optimizer, scheduler, epoch + 1, best, history, cfg)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({**row, "best_val_nme": best["val_nme"]}, checkpoint=ckpt)
+    with DataPool(cfg.effective_data_threads) as pool:  # decode + augment threads of this worker
+        for epoch in range(start_epoch, cfg.epochs):
+            lr = optimizer.param_groups[0]["lr"]
+            tr = _gather(train_one_epoch(model, optimizer, scheduler, train_it, cfg, epoch, rank, world, device, pool))
+            steps = sum(t["steps"] for t in tr)
+            _sync_buffers(raw)
+            val = summarise_validation(_gather(validate(raw, val_it, cfg, rank, world, device, pool)), cfg.nme_norm)
+            seconds = max(t["seconds"] for t in tr)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": sum(t["loss_sum"] for t in tr) / max(1, steps),
+                "train_nfe_mean": sum(t["nfe_sum"] for t in tr) / max(1, steps),
+                "lr": lr,
+                "images_per_s": sum(t["images"] for t in tr) / max(seconds, 1e-9),
+                "epoch_train_s": seconds,
+                **val,
+            }
+            history.append(row)
+            if row["val_nme"] < best["val_nme"]:
+                best = {"val_nme": row["val_nme"], "epoch": epoch + 1}
+                best.update(val_fr=row["val_fr"], val_auc=row["val_auc"])
+                if rank == 0:
+                    best_state = {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
+            if logger is not None:
+                logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            last = epoch + 1 == cfg.epochs
+            with tempfile.TemporaryDirectory() as tmp:
+                ckpt = None
+                if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
+                    _save_state(Path(tmp), raw, best_state, optimizer, scheduler, epoch + 1, best, history, cfg)
+                    ckpt = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report({**row, "best_val_nme": best["val_nme"]}, checkpoint=ckpt)
 
     summary = {
         "history": history,

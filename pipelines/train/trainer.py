@@ -58,6 +58,8 @@ _NOT_FINGERPRINTED = frozenset(
         "cpus_per_worker",
         "gpus_per_worker",
         "resources_per_worker",
+        "data_threads",  # the prepared batches do not depend on the thread count or the prefetch depth
+        "prefetch_batches",
     }
 )
 
