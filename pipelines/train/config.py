@@ -62,6 +62,7 @@ class TrainConfig:
     # hardware
     bf16: bool = True  # bf16 autocast, GPU only
     channels_last: bool = False
+    compile: bool = False  # torch.compile the DEQ cell (nn.Module.compile: state-dict keys unchanged)
     seed: int = 0
     num_workers: int = 2
     use_gpu: bool = False

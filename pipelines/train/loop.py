@@ -322,6 +322,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         raw.load_state_dict(state["model"])
     if cfg.channels_last:
         raw = raw.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        raw.cell.compile()  # in place: the state dict (checkpoints, DDP buckets) keeps its keys
     model = ray.train.torch.prepare_model(raw)
     raw = model.module if hasattr(model, "module") else model
     node_ids = [str(n) for n in _gather(ray.get_runtime_context().get_node_id())]  # placement, one per rank

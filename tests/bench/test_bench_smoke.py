@@ -25,3 +25,15 @@ def test_quick_cpu_run(tmp_path) -> None:
     assert rows["default"]["max_landmark_diff_px"] == 0.0
     modes = {(r["grad"], r["forward_nfe"]) for r in result["training_memory"]}
     assert modes == {("implicit", 2), ("unrolled", 2)}
+
+
+def test_train_step_bench_runs_the_trainer_step_on_cpu() -> None:
+    import bench_train_step
+
+    result = bench_train_step.main(["--device", "cpu", "--quick"])
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert set(rows) == {"fp32", "bf16", "bf16+cl"}  # compile is skipped in --quick
+    for r in rows.values():
+        assert abs(r["images_per_s"] * r["step_ms"] - 1000.0 * r["batch"]) < 1e-6 * 1000 * r["batch"]
+    # bf16 autocast is GPU-only in the trainer: on a CPU the first two variants run the same arithmetic
+    assert rows["fp32"]["loss_first"] == rows["bf16"]["loss_first"]
