@@ -450,11 +450,14 @@ def evaluate_parallel(
     max_group_bytes = max(sum(r.n_frames for r in g) for g in groups) * size * size * 3
     memory = int(min(DECODE_MEMORY_BASE + 2 * max_group_bytes, DECODE_MEMORY_CAP))
     ctx = ray.data.DataContext.get_current()
-    saved = ctx.target_max_block_size, ctx.enable_progress_bars
+    saved = ctx.target_max_block_size, ctx.enable_progress_bars, ctx.execution_options.preserve_order
     t0 = time.perf_counter()
     try:
         ctx.target_max_block_size = None  # no output-block splitting: one block per group end to end
         ctx.enable_progress_bars = False
+        # Groups are consecutive runs of group_size rows (the last may be shorter); in order, batches of
+        # group_size rows are exactly the groups. (Ray Data needs a batch size for GPU actors.)
+        ctx.execution_options.preserve_order = True
         blob = ray.put(model_to_bytes(model))
         ds = ray.data.from_arrow([_group_table(g, grp) for g, grp in enumerate(groups)])
         ds = ds.map_batches(
@@ -467,7 +470,7 @@ def evaluate_parallel(
         )
         ds = ds.map_batches(
             GroupRunner,
-            batch_size=None,
+            batch_size=group_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus_per_actor,
@@ -482,7 +485,7 @@ def evaluate_parallel(
         )
         rows = ds.take_all()
     finally:
-        ctx.target_max_block_size, ctx.enable_progress_bars = saved
+        ctx.target_max_block_size, ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
     wall = time.perf_counter() - t0
     by_key = {r["key"]: r for r in rows}
     if len(by_key) != len(rows) or set(by_key) != {r.key for r in refs}:
