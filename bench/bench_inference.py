@@ -57,6 +57,8 @@ VARIANTS = [
     Variant("fp32", "fp32", False),
     Variant("fp32+graph", "fp32", False, "graph"),
     Variant("tf32", "tf32", False),
+    Variant("tf32+graph", "tf32", False, "graph"),
+    Variant("tf32+compile", "tf32", False, "compile"),
     Variant("tf32+cl", "tf32", True),
     Variant("tf32+cl+graph", "tf32", True, "graph"),
     Variant("tf32+cl+compile", "tf32", True, "compile"),

@@ -4,8 +4,11 @@
 setting that passed the accuracy-parity check of ``bench/bench_inference.py`` (landmarks within 0.1 px at 256 px
 of the fp32 eager result on a trained model, BENCHMARKS.md section 8/9):
 
-* CUDA (compute capability >= 8.0): TF32 matmuls and convolutions, channels_last, and the fixed-budget RwR step
-  captured once per (budget, batch bucket) as a CUDA graph (batches are zero-padded up to the bucket).
+* CUDA (compute capability >= 8.0): TF32 matmuls and convolutions, contiguous (NCHW) memory format, and the
+  fixed-budget RwR step captured once per (budget, batch bucket) as a CUDA graph (batches are zero-padded up to
+  the bucket). Measured on an H100 (BENCHMARKS.md section 9): TF32 is 4.7x fp32 at batch 256 and passes parity
+  (0.04 px) on the trained 300-W paper model; channels_last is 23 % slower than NCHW in TF32; the graph is 2x at
+  batch 1 and neutral at large batches.
 * CPU, or older GPUs: plain fp32, eager (the fallback; CUDA graphs and TF32 do not exist there).
 
 bf16 is available on request but is not the default: it failed parity on a trained model (0.17-0.99 px).
@@ -35,8 +38,8 @@ class InferencePolicy:
     """Requested inference settings; ``None`` / ``"auto"`` fields are decided per device by :meth:`resolve`."""
 
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
-    channels_last: bool | None = None
-    cuda_graphs: bool | None = None
+    channels_last: bool | None = None  # None: off (measured slower in TF32 on an H100)
+    cuda_graphs: bool | None = None  # None: on with CUDA
     graph_batches: tuple[int, ...] = DEFAULT_GRAPH_BATCHES
 
     def __post_init__(self) -> None:
@@ -78,7 +81,7 @@ class InferencePolicy:
         if graphs and not cuda:
             graphs = False
             notes.append("CUDA graphs requested without CUDA: eager")
-        cl = cuda if self.channels_last is None else bool(self.channels_last)
+        cl = False if self.channels_last is None else bool(self.channels_last)
         return ResolvedPolicy(dev.type, precision, cl, graphs, self.graph_batches, tuple(notes))
 
 

@@ -8,12 +8,44 @@ from torch.nn import functional as F
 
 from ldeq_core.config import NormKind
 
+# Below this many (sample, group) rows, CUDA inference computes GroupNorm statistics with a general reduction:
+# ATen's group_norm kernel gives each row one thread block, so with gn_groups=1 a batch of one reduces a whole
+# (C, H, W) map in a single block (69 % of the paper model's batch-1 RwR step on an H100, BENCHMARKS.md).
+FAST_GN_MAX_ROWS = 64
+
+
+def group_norm_by_reduction(
+    x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """GroupNorm as var_mean over each (sample, group) + affine: the same function as ``F.group_norm``, with
+    statistics from torch's general (multi-block) reduction."""
+    n, c = x.shape[:2]
+    xg = x.reshape(n, groups, -1)
+    var, mean = torch.var_mean(xg.float(), dim=-1, unbiased=False, keepdim=True)
+    y = ((xg - mean) * torch.rsqrt(var + eps)).reshape(x.shape).to(x.dtype)
+    shape = (1, c) + (1,) * (x.dim() - 2)
+    if weight is not None:
+        y = y * weight.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    return y
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` (same parameters and state dict) whose CUDA inference on few rows uses
+    :func:`group_norm_by_reduction`; training and CPU use ATen's kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and not self.training and x.shape[0] * self.num_groups < FAST_GN_MAX_ROWS:
+            return group_norm_by_reduction(x, self.num_groups, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
 
 def make_norm(kind: NormKind, channels: int, gn_groups: int = 1) -> nn.Module:
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "gn":
-        return nn.GroupNorm(gn_groups, channels, affine=True)
+        return GroupNorm(gn_groups, channels, affine=True)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}")

@@ -340,6 +340,7 @@ class LandmarkService:
             exact=b.exact,
             inference=self.settings.inference.policy(),
             prepare_threads=b.prepare_threads,
+            read_ahead=b.read_ahead,
         )
         self.replica = _replica_id()
         self.jobs_enabled = self.settings.jobs.allowed_root is not None or bool(self.settings.jobs.uri_protocols)

@@ -21,6 +21,8 @@ independent of concurrency (tested) at the cost of throughput.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -72,6 +74,44 @@ class StreamResult:
     solve_s: float
 
 
+class ReadAhead:
+    """A stream's frame iterator that decodes its next frame in a shared pool while the current one is used.
+
+    At most one decode per stream is in flight, so the wrapped iterator is never entered by two threads at once;
+    its exceptions (a corrupt frame) are raised by ``next`` as if it were called directly.
+    """
+
+    def __init__(self, frames: Iterator[np.ndarray], pool: ThreadPoolExecutor) -> None:
+        self._it, self._pool = frames, pool
+        self._next = pool.submit(self._pull)
+
+    def _pull(self) -> tuple[bool, np.ndarray | None]:
+        try:
+            return True, next(self._it)
+        except StopIteration:
+            return False, None
+
+    def __iter__(self) -> ReadAhead:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        ok, frame = self._next.result()
+        if not ok:
+            raise StopIteration
+        self._next = self._pool.submit(self._pull)
+        assert frame is not None
+        return frame
+
+    def close(self) -> None:
+        """Wait out a decode in flight, then close the wrapped iterator (releases the decoder)."""
+        if not self._next.cancel():
+            with contextlib.suppress(BaseException):
+                self._next.result()
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
 @dataclass
 class _Stream:
     sid: str
@@ -107,11 +147,19 @@ class FrameBatcher:
         exact: bool = False,
         inference: InferencePolicy | None = None,
         prepare_threads: int = 1,
+        read_ahead: bool = False,
     ) -> None:
         self.tracker = RwRTracker(model, default_cfg, policy=inference)
         self._prepare_pool = (
             ThreadPoolExecutor(max_workers=prepare_threads, thread_name_prefix="ldeq-prepare")
             if prepare_threads > 1
+            else None
+        )
+        # decodes frame t+1 of every stream while frame t is prepared and solved (a pool of its own: prepare
+        # threads wait on these decodes)
+        self._decode_pool = (
+            ThreadPoolExecutor(max_workers=max(1, prepare_threads), thread_name_prefix="ldeq-decode")
+            if read_ahead
             else None
         )
         self.max_batch_size = max_batch_size
@@ -158,6 +206,8 @@ class FrameBatcher:
             )
         loop = asyncio.get_running_loop()
         self._ensure_loop(loop)
+        if self._decode_pool is not None and not isinstance(req.frames, ReadAhead):
+            req = dataclasses.replace(req, frames=ReadAhead(req.frames, self._decode_pool))
         stream = _Stream(uuid.uuid4().hex, req, loop.create_future(), time.perf_counter())
         self._active.append(stream)
         assert self._wake is not None
@@ -168,8 +218,9 @@ class FrameBatcher:
         if self._task is not None:
             self._task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._prepare_pool is not None:
-            self._prepare_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._prepare_pool, self._decode_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------------------------------------ loop
     def _ensure_loop(self, loop: asyncio.AbstractEventLoop) -> None:

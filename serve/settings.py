@@ -69,6 +69,7 @@ class BatchSettings(_Section):
     torch_threads: int | None = Field(None, ge=1)
     # threads that decode, box and crop the frames of one tick in parallel (one per video in the tick at most)
     prepare_threads: int = Field(4, ge=1, le=64)
+    read_ahead: bool = True  # decode each video's next frame in the background while the current tick runs
 
 
 class Limits(_Section):
@@ -122,7 +123,7 @@ class DetectorSettings(_Section):
 
 class InferenceSettings(_Section):
     """How the replica runs the model (ldeq_core/inference.py): null / auto = the fastest setting that passed
-    the parity check on the replica's device (CUDA sm80+: TF32 + channels_last + CUDA graphs; CPU: fp32 eager)."""
+    the parity check on the replica's device (CUDA sm80+: TF32 + CUDA graphs; CPU: fp32 eager)."""
 
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
     channels_last: bool | None = None

@@ -91,3 +91,21 @@ def test_tracker_rejects_an_engine_of_another_model(model: LandmarkDEQ) -> None:
     other = LandmarkDEQ(get_preset("tiny", **SMALL))
     with pytest.raises(ValueError, match="engine must wrap"):
         RwRTracker(model, engine=InferenceEngine(other))
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_group_norm_by_reduction_equals_aten_group_norm(groups: int) -> None:
+    """The small-batch CUDA GroupNorm path is the same function as F.group_norm (checked here on a CPU)."""
+    from ldeq_core.layers import GroupNorm, group_norm_by_reduction
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 5, 7) * 3 + 1
+    gn = GroupNorm(groups, 8)
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.uniform_(-1, 1)
+    ref = torch.nn.functional.group_norm(x, groups, gn.weight, gn.bias, gn.eps)
+    got = group_norm_by_reduction(x, groups, gn.weight, gn.bias, gn.eps)
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(gn(x), ref)  # on a CPU the module keeps ATen's kernel
+    assert isinstance(gn, torch.nn.GroupNorm) and set(gn.state_dict()) == {"weight", "bias"}

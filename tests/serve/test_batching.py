@@ -138,3 +138,44 @@ def test_cancelled_request_is_dropped(model: LandmarkDEQ) -> None:
 
     assert asyncio.run(main()) == (0, 0)
     assert batcher.stats()["frames"] < 200
+
+
+def test_read_ahead_and_prepare_pool_give_the_same_results(
+    model: LandmarkDEQ, clips: list[tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """Background decoding (read_ahead) and the parallel prepare pool change nothing in exact mode."""
+    alone = _alone(model, clips)
+    batcher = FrameBatcher(model, CFG, exact=True, prepare_threads=3, read_ahead=True)
+    together = _run(batcher, [_request(c) for c in clips])
+    for a, b in zip(alone, together, strict=True):
+        assert isinstance(b, StreamResult)
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)
+        np.testing.assert_array_equal(a.nfe, b.nfe)
+
+
+def test_read_ahead_iterator_keeps_order_raises_errors_and_closes() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serve.batching import ReadAhead
+
+    closed = []
+
+    def frames(n: int, fail_at: int | None = None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise ValueError(f"frame {i} is corrupt")
+                yield np.full((2, 2, 3), i, np.uint8)
+        finally:
+            closed.append(n)
+
+    with ThreadPoolExecutor(2) as pool:
+        assert [int(f[0, 0, 0]) for f in ReadAhead(frames(5), pool)] == [0, 1, 2, 3, 4]
+        bad = ReadAhead(frames(4, fail_at=2), pool)
+        assert int(next(bad)[0, 0, 0]) == 0 and int(next(bad)[0, 0, 0]) == 1
+        with pytest.raises(ValueError, match="frame 2 is corrupt"):
+            next(bad)
+        early = ReadAhead(frames(9), pool)
+        next(early)
+        early.close()  # waits for the decode in flight, then closes the generator
+    assert sorted(closed) == [4, 5, 9]
