@@ -45,6 +45,12 @@ def test_settings_reject_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValueError, match="videos_per_batch"):
         eval_settings({"evaluate": {"videos_per_batch": 0}})
     assert eval_settings({}).methods.budgets == (1, 2, 4)
+    with pytest.raises(ValueError, match=r"params.yaml: unknown inference keys: \['precison'\]"):
+        eval_settings({"evaluate": {"inference": {"precison": "tf32"}}})
+    with pytest.raises(ValueError, match=r"inference\.precision"):
+        eval_settings({"evaluate": {"inference": {"precision": "fp16"}}})
+    inf = eval_settings({"evaluate": {"inference": {"precision": "bf16", "cuda_graphs": False}}}).inference
+    assert inf.resolve("cpu").describe() == "cpu: bf16, contiguous, eager"
 
 
 @pytest.mark.slow

@@ -76,3 +76,17 @@ def test_ldeq_serve_check_warns_about_an_untrained_model(tmp_path: Path, monkeyp
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() in res.output
     res = runner.invoke(_cli(), ["serve", "--config", str(config), "--check", "--checkpoint", str(tmp_path / "x.pt")])
     assert res.exit_code != 0 and "checkpoint not found" in res.output
+
+
+def test_inference_settings_reach_the_policy_and_reject_typos(tmp_path: Path) -> None:
+    from serve.settings import load_settings
+
+    params = tmp_path / "params.yaml"
+    params.write_text("serve:\n  inference: {precision: tf32, cuda_graphs: true}\n  batch: {prepare_threads: 3}\n")
+    s = load_settings(str(params))
+    resolved = s.inference.policy().resolve("cpu")  # CPU fallback of a CUDA-only request, with the reasons
+    assert (resolved.precision, resolved.cuda_graphs, s.batch.prepare_threads, s.batch.read_ahead) == (
+        "fp32", False, 3, True)
+    assert "tf32 requested on a CPU" in resolved.describe()
+    with pytest.raises(ValueError, match="precison"):
+        load_settings(overrides={"inference": {"precison": "tf32"}})
