@@ -25,6 +25,7 @@ VARIANTS = {  # name -> TrainConfig overrides
     "fp32": {"bf16": False, "channels_last": False, "compile": False},
     "bf16": {"bf16": True, "channels_last": False, "compile": False},
     "bf16+cl": {"bf16": True, "channels_last": True, "compile": False},
+    "bf16+compile": {"bf16": True, "channels_last": False, "compile": True},
     "bf16+cl+compile": {"bf16": True, "channels_last": True, "compile": True},
 }
 
