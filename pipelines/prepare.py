@@ -68,6 +68,14 @@ _NO_HASH_KEYS = frozenset({"workers"})  # settings that do not change the genera
 
 
 # -------------------------------------------------------------------------------------------- settings
+def params_section(params: Mapping[str, Any], name: str, where: str = "params.yaml") -> Mapping[str, Any]:
+    """``params[name]`` (empty when absent); ``ValueError`` naming ``where`` when it is not a mapping."""
+    section = params.get(name) or {}
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{where}: '{name}' must be a mapping, got {section!r}")
+    return section
+
+
 def merge_settings(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``given`` over ``defaults`` (recursively); ``ValueError`` naming ``where`` for unknown keys."""
     unknown = sorted(set(given) - set(defaults))
@@ -86,10 +94,7 @@ def merge_settings(defaults: Mapping[str, Any], given: Mapping[str, Any], where:
 
 def data_settings(params: Mapping[str, Any], where: str = "params.yaml") -> dict[str, Any]:
     """The ``data`` section of ``params`` merged over ``DEFAULTS``; unknown keys raise ``ValueError``."""
-    section = params.get("data") or {}
-    if not isinstance(section, Mapping):
-        raise ValueError(f"{where}: 'data' must be a mapping, got {section!r}")
-    cfg = merge_settings(DEFAULTS, section, f"{where}: data")
+    cfg = merge_settings(DEFAULTS, params_section(params, "data", where), f"{where}: data")
     if cfg["source"] not in SOURCES:
         raise ValueError(f"{where}: data.source must be one of {SOURCES}, got {cfg['source']!r}")
     syn = cfg["synthetic"]

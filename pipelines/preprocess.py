@@ -41,7 +41,7 @@ from pipelines.formats.video_io import iter_frames
 from pipelines.formats.w300 import scan_300w
 from pipelines.formats.wflw import scan_wflw
 from pipelines.formats.wflw_v import load_wflw_v_clip
-from pipelines.prepare import Prepared, load_params, load_prepared, merge_settings
+from pipelines.prepare import Prepared, load_params, load_prepared, merge_settings, params_section
 from pipelines.shards import (
     CROP_SIZE,
     IMAGE_CODECS,
@@ -76,10 +76,7 @@ PathLike = str | os.PathLike[str]
 
 def preprocess_settings(params: Mapping[str, Any], where: str = "params.yaml") -> dict[str, Any]:
     """The ``preprocess`` section merged over ``DEFAULTS``; ``ValueError`` for unknown keys or bad values."""
-    section = params.get("preprocess") or {}
-    if not isinstance(section, Mapping):
-        raise ValueError(f"{where}: 'preprocess' must be a mapping, got {section!r}")
-    cfg = merge_settings(DEFAULTS, section, f"{where}: preprocess")
+    cfg = merge_settings(DEFAULTS, params_section(params, "preprocess", where), f"{where}: preprocess")
     if cfg["image_codec"] not in IMAGE_CODECS:
         raise ValueError(f"{where}: preprocess.image_codec must be one of {IMAGE_CODECS}, got {cfg['image_codec']!r}")
     for key in ("rows_per_shard", "row_group_size", "stills_per_task"):

@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -110,6 +110,17 @@ class ReadAhead:
         close = getattr(self._it, "close", None)
         if close is not None:
             close()
+
+
+class _Prepared(NamedTuple):
+    """One stream's frame of a tick, ready for the model: its index in the tick, crop, affine, box, reset flag."""
+
+    index: int
+    crop: np.ndarray
+    affine: np.ndarray
+    box: np.ndarray
+    reset: bool
+    source: str
 
 
 @dataclass
@@ -305,7 +316,7 @@ class FrameBatcher:
             self._release(s)
 
     # ------------------------------------------------------------------------------------------------ worker
-    def _prepare(self, s: _Stream, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, str] | BaseException:
+    def _prepare(self, i: int, s: _Stream, now: float) -> _Prepared | BaseException:
         """Next frame of one stream: decode, box, crop. Runs in the prepare pool (streams in parallel; OpenCV
         releases the GIL), touching only that stream's own decoder and box provider."""
         if s.started is None:
@@ -316,7 +327,7 @@ class FrameBatcher:
             validate_box(box, (frame.shape[1], frame.shape[0]), name=f"{s.req.name} box of frame {s.t}")
             box = np.asarray(box, dtype=np.float64)[:4]
             crop, affine = crop_face(frame, box, s.req.rwr.crop_size, s.req.rwr.extra_scale)
-            return crop, affine, box, bool(reset), source
+            return _Prepared(i, crop, affine, box, bool(reset), source)
         except StopIteration:
             return unprocessable("invalid_video", f"{s.req.name}: decoding stopped at frame {s.t} of {s.req.n_frames}")
         except DataError as exc:
@@ -329,44 +340,45 @@ class FrameBatcher:
         then observe the landmarks (tracking)."""
         now = time.perf_counter()
         results: list[_Frame | BaseException | None] = [None] * len(batch)
-        prepared: dict[RwRConfig, list[tuple[int, np.ndarray, np.ndarray, np.ndarray, bool, str]]] = defaultdict(list)
+        prepared: dict[RwRConfig, list[_Prepared]] = defaultdict(list)
+        idx = range(len(batch))
         if self._prepare_pool is not None and len(batch) > 1:
-            outs = list(self._prepare_pool.map(self._prepare, batch, [now] * len(batch)))
+            outs = list(self._prepare_pool.map(self._prepare, idx, batch, [now] * len(batch)))
         else:
-            outs = [self._prepare(s, now) for s in batch]
+            outs = [self._prepare(i, s, now) for i, s in zip(idx, batch, strict=True)]
         for i, (s, out) in enumerate(zip(batch, outs, strict=True)):
             if isinstance(out, BaseException):
                 results[i] = out
             else:
-                prepared[s.req.rwr].append((i, *out))
+                prepared[s.req.rwr].append(out)
         for cfg, items in prepared.items():
             self.tracker.cfg = cfg
             groups = [[it] for it in items] if self.exact else [items]
             for group in groups:
                 try:
                     res = self.tracker.step_prepared(
-                        np.stack([it[1] for it in group]),
-                        np.stack([it[2] for it in group]),
-                        np.stack([it[3] for it in group]),
-                        [batch[it[0]].sid for it in group],
-                        reset=[it[4] for it in group],
+                        np.stack([p.crop for p in group]),
+                        np.stack([p.affine for p in group]),
+                        np.stack([p.box for p in group]),
+                        [batch[p.index].sid for p in group],
+                        reset=[p.reset for p in group],
                     )
                 except Exception as exc:
-                    for it in group:
-                        results[it[0]] = ServiceError(
-                            500, "internal_error", f"{batch[it[0]].req.name}: model step failed: {exc}"
+                    for p in group:
+                        results[p.index] = ServiceError(
+                            500, "internal_error", f"{batch[p.index].req.name}: model step failed: {exc}"
                         )
                     continue
                 self._calls[len(group)] += 1
                 assert res.landmarks is not None
-                for j, (i, _, _, box, _, source) in enumerate(group):
-                    s = batch[i]
+                for j, p in enumerate(group):
+                    i, s = p.index, batch[p.index]
                     try:
                         s.req.boxes.observe(s.t, res.landmarks[j])
                     except Exception as exc:
                         results[i] = ServiceError(500, "internal_error", f"{s.req.name}: tracking failed: {exc}")
                         continue
                     results[i] = _Frame(
-                        res.landmarks[j].copy(), int(res.nfe[j]), bool(res.full_solve[j]), box, source, len(group)
+                        res.landmarks[j].copy(), int(res.nfe[j]), bool(res.full_solve[j]), p.box, p.source, len(group)
                     )
         return [r if r is not None else ServiceError(500, "internal_error", "frame not processed") for r in results]

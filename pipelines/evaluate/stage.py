@@ -90,7 +90,7 @@ from pipelines.evaluate.tune_filters import (
     tune_settings,
 )
 from pipelines.formats.atomic import atomic_path, write_text_atomic
-from pipelines.prepare import Prepared, load_prepared
+from pipelines.prepare import Prepared, load_prepared, params_section
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
@@ -155,10 +155,7 @@ class EvalSettings:
 
 def eval_settings(params: Mapping[str, Any], where: str = "params.yaml") -> EvalSettings:
     """``EvalSettings`` from a parsed params.yaml; unknown keys or bad values raise ``ValueError``."""
-    section = params.get("evaluate") or {}
-    if not isinstance(section, Mapping):
-        raise ValueError(f"{where}: 'evaluate' must be a mapping, got {section!r}")
-    data = dict(section)
+    data = dict(params_section(params, "evaluate", where))
     known = {f.name for f in dataclasses.fields(EvalSettings)}
     unknown = sorted(set(data) - known)
     if unknown:
