@@ -47,74 +47,77 @@ def matmul_peak_tflops(device: torch.device, n: int = 8192) -> float:
 
 
 class Variant:
-    """One way to run the RwR step: dtype, memory format, and optional compile / CUDA graph."""
+    """One way to run the RwR step, named ``<precision>[+cl][+compile][+graph]`` (e.g. ``fp16+compile+graph``).
 
-    def __init__(self, name: str, dtype: str, channels_last: bool, mode: str = "eager") -> None:
-        self.name, self.dtype, self.channels_last, self.mode = name, dtype, channels_last, mode
+    ``fp32`` is the plain baseline (eager, the model called directly); every other variant runs through
+    :class:`InferenceEngine` with the matching :class:`InferencePolicy`, i.e. exactly the code evaluation and
+    serving would run with that policy. ``default`` is the engine with the default policy.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        if name in ("default", "baseline"):
+            self.dtype, self.channels_last, self.compile, self.graph = (
+                ("auto" if name == "default" else "fp32"),
+                False,
+                False,
+                False,
+            )
+            return
+        dtype, *flags = name.split("+")
+        unknown = set(flags) - {"cl", "compile", "graph"}
+        if dtype not in ("fp32", "tf32", "bf16", "fp16") or unknown:
+            raise ValueError(f"unknown variant {name!r}")
+        self.dtype = dtype
+        self.channels_last, self.compile, self.graph = "cl" in flags, "compile" in flags, "graph" in flags
+
+    def policy(self, batch: int) -> InferencePolicy:
+        if self.name == "default":
+            return InferencePolicy()
+        return InferencePolicy(
+            precision=self.dtype,  # type: ignore[arg-type]
+            channels_last=self.channels_last,
+            cuda_graphs=self.graph,
+            compile=self.compile,
+            graph_batches=(batch,),
+        )
 
 
 VARIANTS = [
-    Variant("fp32", "fp32", False),
-    Variant("fp32+graph", "fp32", False, "graph"),
-    Variant("tf32", "tf32", False),
-    Variant("tf32+graph", "tf32", False, "graph"),
-    Variant("tf32+compile", "tf32", False, "compile"),
-    Variant("tf32+cl", "tf32", True),
-    Variant("tf32+cl+graph", "tf32", True, "graph"),
-    Variant("tf32+cl+compile", "tf32", True, "compile"),
-    Variant("bf16", "bf16", False),
-    Variant("bf16+cl", "bf16", True),
-    Variant("bf16+cl+graph", "bf16", True, "graph"),
-    Variant("bf16+cl+compile", "bf16", True, "compile"),
-    Variant("default", "auto", False, "engine"),  # InferenceEngine with the default policy: what eval/serve run
+    Variant(n)
+    for n in (
+        "fp32",
+        "fp32+graph",
+        "tf32",
+        "tf32+graph",
+        "tf32+compile",
+        "tf32+compile+graph",
+        "tf32+cl+graph",
+        "bf16",
+        "bf16+graph",
+        "bf16+cl+graph",
+        "bf16+compile+graph",
+        "fp16",
+        "fp16+graph",
+        "fp16+cl+graph",
+        "fp16+compile+graph",
+        "fp16+cl+compile+graph",
+        "default",
+    )
 ]
 PARITY_PX_AT_256 = 0.1  # issue target: landmarks within 0.1 px (256x256 crop) of fp32 eager
 
 
 def make_step(model: LandmarkDEQ, v: Variant, img: torch.Tensor, z0: torch.Tensor, nfe: int, device: torch.device):
-    if v.mode == "engine":
-        engine = InferenceEngine(model, InferencePolicy())
-
-        def engine_step() -> torch.Tensor:
-            return engine.fixed_steps(img, z0, nfe)[0]
-
-        return engine_step
-    torch.backends.cuda.matmul.allow_tf32 = v.dtype == "tf32"
-    torch.backends.cudnn.allow_tf32 = v.dtype == "tf32"
-    fmt = torch.channels_last if v.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    img = img.contiguous(memory_format=fmt)
-    z0 = z0.contiguous(memory_format=fmt)
-    use_bf16 = v.dtype == "bf16"
-
-    def step() -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=False):
-            return model.forward_fixed(img, z0, nfe)[0]
-
-    if v.mode == "compile":
-        compiled = torch.compile(model.forward_fixed)
-
-        def step() -> torch.Tensor:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                return compiled(img, z0, nfe)[0]
-
-    if v.mode == "graph" and device.type == "cuda":
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = step()
-
-        def replay() -> torch.Tensor:
-            graph.replay()
-            return static_out
-
-        return replay
-    return step
+    """A zero-argument callable running ``nfe`` RwR steps of ``v`` on (img, z0) and returning the landmarks."""
+    torch._dynamo.reset()  # each compiled variant starts from a clean cache (no recompilation limits)
+    if v.name in ("fp32", "baseline"):
+        model = model.to(memory_format=torch.contiguous_format)
+        img, z0 = img.contiguous(), z0.contiguous()
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        return lambda: model.forward_fixed(img, z0, nfe)[0]
+    engine = InferenceEngine(model, v.policy(img.shape[0]))
+    return lambda: engine.fixed_steps(img, z0, nfe)[0]
 
 
 @torch.no_grad()
@@ -141,9 +144,12 @@ def bench_rwr(
     nfe: int = 2,
     checkpoint: Path | None = None,
     inputs: Path | None = None,
+    sink: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
+    """RwR step speed and parity of each variant at each batch size; ``sink`` gets the rows so far after each one
+    (so a run cut short by a time limit keeps what it measured)."""
     cfg = get_preset(preset) if checkpoint is None else None
-    rows = []
+    rows: list[dict] = []
     for b in batches:
         torch.manual_seed(0)
         if checkpoint is not None and inputs is not None:
@@ -154,11 +160,11 @@ def bench_rwr(
             img = torch.randn(b, 3, cfg.image_size, cfg.image_size, device=device)
             z0 = model.cell.norm(torch.randn(model.z_shape(b), device=device))  # a heatmap-like warm start
         cost = model_cost(cfg)
-        base_fn = make_step(model, Variant("baseline", "fp32", False), img, z0, nfe, device)
+        base_fn = make_step(model, Variant("baseline"), img, z0, nfe, device)
         reference = base_fn().float().clone()
         base_sec = None
         for v in variants:
-            if v.mode == "graph" and device.type != "cuda":
+            if v.graph and device.type != "cuda":
                 continue
             try:
                 if device.type == "cuda":
@@ -168,6 +174,7 @@ def bench_rwr(
                 sec = timed(fn, device)
             except Exception as exc:  # record and go on: one failing variant must not lose the others
                 rows.append({"preset": preset, "batch": b, "variant": v.name, "error": repr(exc)[:300]})
+                print(json.dumps(rows[-1]), flush=True)
                 continue
             base_sec = sec if v.name == "fp32" else base_sec
             flops = 2 * cost.macs_per_frame(nfe) * b
@@ -185,12 +192,14 @@ def bench_rwr(
                     "max_landmark_diff_px": float((out - reference).abs().max()) * cfg.image_size,
                     "max_landmark_diff_px_at_256": float((out - reference).abs().max()) * 256,
                     "parity_ok": float((out - reference).abs().max()) * 256 <= PARITY_PX_AT_256,
-                    "policy": InferencePolicy().resolve(device).describe() if v.mode == "engine" else None,
+                    "policy": v.policy(b).resolve(device).describe() if v.name != "fp32" else "fp32 eager (baseline)",
                     "state_bytes_per_stream": z0[0].numel() * z0.element_size(),
                     "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
+            if sink is not None:
+                sink(rows)
         del model
     return rows
 
@@ -263,15 +272,19 @@ def bench_training_memory(preset: str, batch: int, budgets: list[int], device: t
 
 
 @torch.no_grad()
-def profile_kernels(preset: str, batch: int, device: torch.device, nfe: int = 2, top: int = 12) -> dict:
-    """torch.profiler over the default inference path's RwR step: the top GPU kernels and their share of time."""
+def profile_kernels(
+    preset: str, batch: int, device: torch.device, nfe: int = 2, top: int = 12, variant: Variant | None = None
+) -> dict:
+    """torch.profiler over one variant's RwR step (the default inference path unless given): the top GPU
+    kernels and their share of time."""
+    variant = variant or Variant("default")
     from torch.profiler import ProfilerActivity, profile
 
     cfg = get_preset(preset)
     model = LandmarkDEQ(cfg).to(device).eval()
     img = torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=device)
     z0 = model.cell.norm(torch.randn(model.z_shape(batch), device=device))
-    step = make_step(model, Variant("default", "auto", False, "engine"), img, z0, nfe, device)
+    step = make_step(model, variant, img, z0, nfe, device)
     for _ in range(3):
         step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -292,7 +305,15 @@ def profile_kernels(preset: str, batch: int, device: torch.device, nfe: int = 2,
         {"name": k[:120], "share": t / total, "us_per_step": t / reps, "calls_per_step": c / reps}
         for k, t, c in rows[:top]
     ]
-    result = {"preset": preset, "batch": batch, "nfe": nfe, "device_us_per_step": total / reps, "top": kernels}
+    result = {
+        "preset": preset,
+        "batch": batch,
+        "variant": variant.name,
+        "nfe": nfe,
+        "device_us_per_step": total / reps,
+        "kernels_per_step": sum(c for _, _, c in rows) / reps,
+        "top": kernels,
+    }
     print(json.dumps(result, indent=1), flush=True)
     return result
 
@@ -309,13 +330,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--inputs", type=Path, default=None, help="npz with uint8 'crops' (N, S, S, 3) for --checkpoint")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--profile", default="", help="batch sizes to profile the default path at, e.g. 1,256")
+    p.add_argument("--profile-variants", default="default", help="variants to profile at each --profile batch")
     p.add_argument("--only-rwr", action="store_true", help="skip the full-solve and training-memory parts")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     presets = ["tiny"] if args.quick else args.presets.split(",")
     batches = [2] if args.quick else [int(b) for b in args.batches.split(",")]
-    wanted = set(args.variants.split(","))
-    variants = [v for v in VARIANTS if v.name in wanted and not (args.quick and v.mode == "compile")]
+    variants = [Variant(n) for n in args.variants.split(",") if n]
+    if args.quick:
+        variants = [v for v in variants if not v.compile]
     result: dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -327,17 +350,32 @@ def main(argv: list[str] | None = None) -> dict:
     result["full_solve"] = []
     result["training_memory"] = []
     if args.profile:
-        result["profile"] = [profile_kernels(presets[0], int(b), device) for b in args.profile.split(",") if b.strip()]
+        result["profile"] = [
+            profile_kernels(presets[0], int(b), device, variant=Variant(n))
+            for b in args.profile.split(",")
+            if b.strip()
+            for n in args.profile_variants.split(",")
+        ]
     if args.checkpoint is not None:
         # Parity and speed of the variants on a trained model and real crops; nothing else.
+        def sink(rows: list[dict]) -> None:
+            if args.out:
+                args.out.write_text(json.dumps({**result, "rwr": rows}, indent=1))
+
         result["rwr"] = bench_rwr(
-            "checkpoint", batches, variants, device, checkpoint=args.checkpoint, inputs=args.inputs
+            "checkpoint", batches, variants, device, checkpoint=args.checkpoint, inputs=args.inputs, sink=sink
         )
         if args.out:
             args.out.write_text(json.dumps(result, indent=1))
         return result
     for preset in presets:
-        result["rwr"] += bench_rwr(preset, batches, variants, device)
+        done = list(result["rwr"])
+
+        def sink_preset(rows: list[dict], done: list[dict] = done) -> None:
+            if args.out:
+                args.out.write_text(json.dumps({**result, "rwr": done + rows}, indent=1))
+
+        result["rwr"] += bench_rwr(preset, batches, variants, device, sink=sink_preset)
         if not args.only_rwr:
             result["full_solve"] += bench_full_solve(preset, batches[:1] if args.quick else [1, 32], device)
         if args.out:

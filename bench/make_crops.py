@@ -1,6 +1,6 @@
 """Real face crops for the parity check of ``bench_inference.py --checkpoint``: decode a shard split to an npz.
 
-    python bench/make_crops.py --shards data/shards --split val --size 256 --n 256 --out crops256.npz
+python bench/make_crops.py --shards data/shards --split val --size 256 --n 256 --out crops256.npz
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ bf16 is available on request but is not the default: it failed parity on a train
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -28,8 +28,10 @@ import torch
 
 from ldeq_core.model import LandmarkDEQ, LDEQOutput
 
-Precision = Literal["fp32", "tf32", "bf16"]
-_PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+Precision = Literal["fp32", "tf32", "bf16", "fp16"]
+_PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+StepFn = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 DEFAULT_GRAPH_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -37,9 +39,11 @@ DEFAULT_GRAPH_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class InferencePolicy:
     """Requested inference settings; ``None`` / ``"auto"`` fields are decided per device by :meth:`resolve`."""
 
-    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None  # None: off (measured slower in TF32 on an H100)
     cuda_graphs: bool | None = None  # None: on with CUDA
+    compile: bool | None = None  # None: on with CUDA (torch.compile of the RwR step; Triton needs a GPU to pay off)
+    dynamic_batch: bool = True  # compile once for every batch bucket >= 2 (False: one compilation per bucket)
     graph_batches: tuple[int, ...] = DEFAULT_GRAPH_BATCHES
 
     def __post_init__(self) -> None:
@@ -52,9 +56,9 @@ class InferencePolicy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> InferencePolicy:
-        """From a params/config mapping (keys: precision, channels_last, cuda_graphs, graph_batches)."""
+        """From a params/config mapping (keys: the fields of this class)."""
         d = dict(d or {})
-        unknown = set(d) - {"precision", "channels_last", "cuda_graphs", "graph_batches"}
+        unknown = set(d) - {"precision", "channels_last", "cuda_graphs", "compile", "dynamic_batch", "graph_batches"}
         if unknown:
             raise ValueError(f"unknown inference keys: {sorted(unknown)}")
         if "graph_batches" in d and d["graph_batches"] is not None:
@@ -71,7 +75,7 @@ class InferencePolicy:
         precision: Precision
         if self.precision == "auto":
             ampere = cuda and torch.cuda.get_device_capability(dev)[0] >= 8
-            precision = "tf32" if ampere else "fp32"
+            precision = "fp16" if ampere else "fp32"
         elif self.precision == "tf32" and not cuda:
             precision = "fp32"
             notes.append("tf32 requested on a CPU: fp32")
@@ -82,7 +86,10 @@ class InferencePolicy:
             graphs = False
             notes.append("CUDA graphs requested without CUDA: eager")
         cl = False if self.channels_last is None else bool(self.channels_last)
-        return ResolvedPolicy(dev.type, precision, cl, graphs, self.graph_batches, tuple(notes))
+        compiled = cuda if self.compile is None else bool(self.compile)
+        return ResolvedPolicy(
+            dev.type, precision, cl, graphs, compiled, self.dynamic_batch, self.graph_batches, tuple(notes)
+        )
 
 
 @dataclass(frozen=True)
@@ -93,12 +100,16 @@ class ResolvedPolicy:
     precision: Precision
     channels_last: bool
     cuda_graphs: bool
+    compile: bool
+    dynamic_batch: bool
     graph_batches: tuple[int, ...]
     notes: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """One line for ``ldeq info`` and the model card."""
         parts = [self.precision, "channels_last" if self.channels_last else "contiguous"]
+        if self.compile:
+            parts.append("torch.compile" + ("" if self.dynamic_batch else " (static batch)"))
         parts.append("CUDA graphs (RwR step)" if self.cuda_graphs else "eager")
         text = f"{self.device}: " + ", ".join(parts)
         return text + (f" ({'; '.join(self.notes)})" if self.notes else "")
@@ -112,23 +123,32 @@ class ResolvedPolicy:
 
 @contextlib.contextmanager
 def precision_context(precision: Precision, device_type: str) -> Iterator[None]:
-    """TF32 switches (CUDA) and bf16 autocast for the body; the previous global switches are restored after."""
+    """TF32 switches (CUDA) and bf16 / fp16 autocast for the body; the previous global switches are restored after."""
     prev = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         if device_type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
             torch.backends.cudnn.allow_tf32 = precision == "tf32"
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        dtype = _AUTOCAST.get(precision, torch.bfloat16)
+        with torch.autocast(device_type, dtype=dtype, enabled=precision in _AUTOCAST):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
 
 
 class _GraphedSteps:
-    """``forward_fixed`` captured as a CUDA graph for one (nfe, batch) pair, with static input/output buffers."""
+    """The fixed-steps function (``forward_fixed``, compiled or not) captured as a CUDA graph for one (nfe, batch)
+    pair, with static input/output buffers."""
 
     def __init__(
-        self, model: LandmarkDEQ, policy: ResolvedPolicy, nfe: int, batch: int, pool: Any, fmt: torch.memory_format
+        self,
+        model: LandmarkDEQ,
+        step: StepFn,
+        policy: ResolvedPolicy,
+        nfe: int,
+        batch: int,
+        pool: Any,
+        fmt: torch.memory_format,
     ) -> None:
         dev = next(model.parameters()).device
         size = model.cfg.image_size
@@ -137,12 +157,12 @@ class _GraphedSteps:
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side), precision_context(policy.precision, "cuda"):
-            for _ in range(2):  # warm-up outside the graph (cuDNN algorithm choice, allocator)
-                model.forward_fixed(self.img, self.z0, nfe)
+            for _ in range(3):  # warm-up outside the graph (compilation, cuDNN algorithm choice, allocator)
+                step(self.img, self.z0, nfe)
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool), precision_context(policy.precision, "cuda"):
-            self.out = model.forward_fixed(self.img, self.z0, nfe)
+            self.out = step(self.img, self.z0, nfe)
 
     def __call__(self, img: torch.Tensor, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n = img.shape[0]
@@ -165,11 +185,36 @@ class InferenceEngine:
         self.policy = (policy or InferencePolicy()).resolve(self.device)
         self._fmt = torch.channels_last if self.policy.channels_last else torch.contiguous_format
         self.model.to(memory_format=self._fmt)
+        self._step: StepFn = model.forward_fixed
+        if self.policy.compile:
+            self._compiled = torch.compile(
+                model.forward_fixed, dynamic=None if self.policy.dynamic_batch else False, fullgraph=True
+            )
+            self._step = self._compiled_step
         self._graphs: dict[tuple[int, int], _GraphedSteps] = {}
         self._pool: Any = None
 
     def describe(self) -> str:
         return self.policy.describe()
+
+    def _compiled_step(
+        self, images: torch.Tensor, z0: torch.Tensor, nfe: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # A dynamic batch dimension: one compilation serves every bucket >= 2 (batch 1 is specialised by torch).
+        if self.policy.dynamic_batch and images.shape[0] > 1:
+            torch._dynamo.maybe_mark_dynamic(images, 0)
+            torch._dynamo.maybe_mark_dynamic(z0, 0)
+        return self._compiled(images, z0, nfe)
+
+    def warmup(self, nfe: int, max_batch: int) -> list[int]:
+        """Compile and capture the fixed-steps graphs of every batch bucket up to ``max_batch`` now (rather than on
+        the first request that needs each); returns the buckets prepared (none without CUDA graphs)."""
+        if not self.policy.cuda_graphs:
+            return []
+        buckets = [b for b in self.policy.graph_batches if b <= max_batch]
+        for b in buckets:
+            self._graphed(nfe, b)
+        return buckets
 
     def _prep(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device).contiguous(memory_format=self._fmt)
@@ -189,7 +234,7 @@ class InferenceEngine:
         n = images.shape[0]
         if not self.policy.cuda_graphs or n == 0:
             with precision_context(self.policy.precision, self.device.type):
-                return self.model.forward_fixed(images, z0, nfe)
+                return self._step(images, z0, nfe)
         largest = self.policy.graph_batches[-1]
         parts = [
             self._graphed(nfe, images[i : i + largest].shape[0])(images[i : i + largest], z0[i : i + largest])
@@ -203,5 +248,5 @@ class InferenceEngine:
         if key not in self._graphs:
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
-            self._graphs[key] = _GraphedSteps(self.model, self.policy, nfe, bucket, self._pool, self._fmt)
+            self._graphs[key] = _GraphedSteps(self.model, self._step, self.policy, nfe, bucket, self._pool, self._fmt)
         return self._graphs[key]

@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import io
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -50,6 +51,7 @@ from serve.scoring import (
 from serve.settings import ServeSettings, load_settings
 
 PUBLIC_PATHS = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+log = logging.getLogger("ray.serve")
 SCORE_FIELDS = ("videos", "boxes", "landmarks", "mode", "budget_nfe", "filter", "filter_params", "output")
 OPTION_FIELDS = ("mode", "budget_nfe", "filter", "filter_params", "output")
 MAX_JSON_BODY = 4 * 1024 * 1024
@@ -342,6 +344,16 @@ class LandmarkService:
             prepare_threads=b.prepare_threads,
             read_ahead=b.read_ahead,
         )
+        self.warmup: dict[str, Any] = {"buckets": [], "seconds": 0.0}
+        if self.settings.inference.warmup:  # compile + capture now: no request waits for it
+            start = time.perf_counter()
+            engine = self.batcher.tracker.engine
+            buckets = engine.warmup(self.settings.rwr.budget_nfe, b.max_batch_size)
+            self.warmup = {"buckets": buckets, "seconds": round(time.perf_counter() - start, 3)}
+            if buckets:
+                log.info(
+                    "inference warm-up (%s): buckets %s in %.1f s", engine.describe(), buckets, self.warmup["seconds"]
+                )
         self.replica = _replica_id()
         self.jobs_enabled = self.settings.jobs.allowed_root is not None or bool(self.settings.jobs.uri_protocols)
         self.jobs = JobManager(
@@ -393,7 +405,7 @@ class LandmarkService:
             "n_landmarks": cfg.n_landmarks,
             "crop_size": self.crop_size,
             "device": str(next(self.loaded.model.parameters()).device),
-            "inference": self.batcher.tracker.engine.policy.to_dict(),
+            "inference": {**self.batcher.tracker.engine.policy.to_dict(), "warmup": self.warmup},
             "rwr_defaults": self.settings.rwr.model_dump(),
             "batching": {**self.settings.batch.model_dump(), "stats": self.batcher.stats()},
             "limits": self.settings.limits.model_dump(),

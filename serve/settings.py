@@ -123,14 +123,19 @@ class DetectorSettings(_Section):
 
 class InferenceSettings(_Section):
     """How the replica runs the model (ldeq_core/inference.py): null / auto = the fastest setting that passed
-    the parity check on the replica's device (CUDA sm80+: TF32 + CUDA graphs; CPU: fp32 eager)."""
+    the parity check on the replica's device (CUDA sm80+: fp16 + torch.compile + CUDA graphs; CPU: fp32 eager).
+    With ``warmup`` the replica compiles and captures the RwR step of every batch bucket up to
+    ``batch.max_batch_size`` at start-up, so no request pays for it."""
 
-    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None
     cuda_graphs: bool | None = None
+    compile: bool | None = None
+    dynamic_batch: bool = True
+    warmup: bool = True
 
     def policy(self) -> InferencePolicy:
-        return InferencePolicy(self.precision, self.channels_last, self.cuda_graphs)
+        return InferencePolicy(self.precision, self.channels_last, self.cuda_graphs, self.compile, self.dynamic_batch)
 
 
 class ServeSettings(_Section):

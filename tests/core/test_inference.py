@@ -28,16 +28,32 @@ def test_auto_policy_on_cpu_is_plain_fp32_eager_and_cuda_features_fall_back_with
     assert len(asked.notes) == 2 and "tf32" in asked.notes[0] and "CUDA graphs" in asked.notes[1]
     assert asked.describe() == "cpu: fp32, channels_last, eager (" + "; ".join(asked.notes) + ")"
     assert InferencePolicy(precision="bf16").resolve("cpu").precision == "bf16"  # explicit opt-in is kept
+    compiled = InferencePolicy(compile=True).resolve("cpu")  # torch.compile works on a CPU too: kept when asked
+    assert compiled.compile and compiled.describe() == "cpu: fp32, contiguous, torch.compile, eager"
+    assert "static batch" in InferencePolicy(compile=True, dynamic_batch=False).resolve("cpu").describe()
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((9, 0), ("fp16", True, True)), ((7, 5), ("fp32", True, True))])
+def test_auto_policy_on_cuda_depends_on_the_compute_capability(monkeypatch, capability, expected) -> None:
+    """sm80+ gets the measured fastest parity-passing path (fp16 + compile + graphs); older GPUs fp32."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    got = InferencePolicy().resolve("cuda")
+    assert (got.precision, got.compile, got.cuda_graphs) == expected and not got.channels_last
+    assert InferencePolicy(precision="tf32", compile=False).resolve("cuda").describe() == (
+        "cuda: tf32, contiguous, CUDA graphs (RwR step)"
+    )
 
 
 def test_policy_validation_and_from_dict() -> None:
-    p = InferencePolicy.from_dict({"precision": "tf32", "graph_batches": [1, 8, 64], "cuda_graphs": None})
-    assert p.graph_batches == (1, 8, 64) and p.precision == "tf32" and p.cuda_graphs is None
+    p = InferencePolicy.from_dict(
+        {"precision": "fp16", "graph_batches": [1, 8, 64], "cuda_graphs": None, "compile": False}
+    )
+    assert p.graph_batches == (1, 8, 64) and p.precision == "fp16" and p.cuda_graphs is None and p.compile is False
     assert InferencePolicy.from_dict(None) == InferencePolicy()
     with pytest.raises(ValueError, match="unknown inference keys"):
         InferencePolicy.from_dict({"precison": "fp32"})
     with pytest.raises(ValueError, match="precision"):
-        InferencePolicy(precision="fp16")  # type: ignore[arg-type]
+        InferencePolicy(precision="fp8")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="graph_batches"):
         InferencePolicy(graph_batches=(8, 4))
 
@@ -68,6 +84,59 @@ def test_channels_last_engine_keeps_landmarks_within_parity(model: LandmarkDEQ) 
     cl = InferenceEngine(model, InferencePolicy(channels_last=True)).fixed_steps(img, z0, 2)[0]
     InferenceEngine(model)  # back to the default (contiguous) format for the other tests
     assert float((cl - ref).abs().max()) * 256 <= 0.1
+
+
+def test_compiled_engine_matches_eager_and_compiles_once_for_every_batch_above_one(model: LandmarkDEQ) -> None:
+    """torch.compile of the RwR step (inductor, on a CPU here): landmarks within parity of eager, and the dynamic
+    batch dimension means batches 2 and 3 share one compiled graph (the engine's buckets do not recompile)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager = InferenceEngine(model)
+    compiled = InferenceEngine(model, InferencePolicy(compile=True))
+    for b in (2, 3):
+        img = torch.randn(b, 3, 64, 64)
+        z0 = model.cell.norm(torch.randn(model.z_shape(b)))
+        ref, got = eager.fixed_steps(img, z0, 2), compiled.fixed_steps(img, z0, 2)
+        assert float((got[0] - ref[0]).abs().max()) * 256 <= 0.1
+        assert torch.allclose(got[1], ref[1], atol=1e-3) and torch.allclose(got[2], ref[2], rtol=1e-3, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def _fitted_tiny_model() -> tuple[LandmarkDEQ, torch.Tensor]:
+    """A tiny-preset model fitted (60 optimiser steps) to four images: trained-like peaked heatmaps, where the
+    precision of the arithmetic, not the flatness of random-weight heatmaps, decides the landmark error."""
+    from pipelines.train.config import TrainConfig
+    from pipelines.train.loop import _train_step, parameter_groups
+
+    cfg = TrainConfig.from_dict(
+        {"model": {"preset": "tiny", "image_size": 64, "heatmap_size": 16}, "heatmap_loss_weight": 1.0}
+    )
+    torch.manual_seed(0)
+    m = LandmarkDEQ(cfg.model_config()).train()
+    opt = torch.optim.AdamW(parameter_groups(m, cfg.weight_decay), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 64, 64, generator=gen)
+    target = torch.rand(4, m.cfg.n_landmarks, 2, generator=gen) * 0.6 + 0.2
+    for _ in range(60):
+        _train_step(m, opt, sched, x, target, cfg, 16, cfg.effective_train_nfe, torch.device("cpu"))
+    return m.eval(), x
+
+
+def test_fp16_is_far_closer_to_fp32_than_bf16_on_a_fitted_model() -> None:
+    """Why the CUDA default is fp16, not bf16: 3 more mantissa bits. On a CPU (autocast) the fp16 landmark error
+    must be several times below the bf16 one on the same inputs and warm start."""
+    m, x = _fitted_tiny_model()
+    with torch.no_grad():
+        z0 = m(x).z_star
+    ref = InferenceEngine(m, InferencePolicy(precision="fp32")).fixed_steps(x, z0, 2)[0]
+    err = {
+        p: float((InferenceEngine(m, InferencePolicy(precision=p)).fixed_steps(x, z0, 2)[0] - ref).abs().max())
+        for p in ("fp16", "bf16")
+    }
+    assert 0 < err["fp16"] < err["bf16"] / 4
 
 
 def test_tracker_warm_frames_use_the_engine_and_match_the_solver(model: LandmarkDEQ) -> None:

@@ -48,7 +48,7 @@ def test_settings_reject_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValueError, match=r"params.yaml: unknown inference keys: \['precison'\]"):
         eval_settings({"evaluate": {"inference": {"precison": "tf32"}}})
     with pytest.raises(ValueError, match=r"inference\.precision"):
-        eval_settings({"evaluate": {"inference": {"precision": "fp16"}}})
+        eval_settings({"evaluate": {"inference": {"precision": "int8"}}})
     inf = eval_settings({"evaluate": {"inference": {"precision": "bf16", "cuda_graphs": False}}}).inference
     assert inf.resolve("cpu").describe() == "cpu: bf16, contiguous, eager"
 

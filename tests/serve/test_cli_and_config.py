@@ -82,11 +82,15 @@ def test_inference_settings_reach_the_policy_and_reject_typos(tmp_path: Path) ->
     from serve.settings import load_settings
 
     params = tmp_path / "params.yaml"
-    params.write_text("serve:\n  inference: {precision: tf32, cuda_graphs: true}\n  batch: {prepare_threads: 3}\n")
+    params.write_text(
+        "serve:\n  inference: {precision: tf32, cuda_graphs: true, compile: true, dynamic_batch: false}\n"
+        "  batch: {prepare_threads: 3}\n"
+    )
     s = load_settings(str(params))
     resolved = s.inference.policy().resolve("cpu")  # CPU fallback of a CUDA-only request, with the reasons
     assert (resolved.precision, resolved.cuda_graphs, s.batch.prepare_threads, s.batch.read_ahead) == (
         "fp32", False, 3, True)
+    assert (resolved.compile, resolved.dynamic_batch, s.inference.warmup) == (True, False, True)
     assert "tf32 requested on a CPU" in resolved.describe()
     with pytest.raises(ValueError, match="precison"):
         load_settings(overrides={"inference": {"precison": "tf32"}})
