@@ -47,7 +47,7 @@ def matmul_peak_tflops(device: torch.device, n: int = 8192) -> float:
 
 
 class Variant:
-    """One way to run the RwR step, named ``<precision>[+cl][+compile][+graph]`` (e.g. ``fp16+compile+graph``).
+    """One way to run the RwR step, named ``<precision>[+cl][+compile[+static]][+graph]`` (e.g. ``fp16+compile+graph``).
 
     ``fp32`` is the plain baseline (eager, the model called directly); every other variant runs through
     :class:`InferenceEngine` with the matching :class:`InferencePolicy`, i.e. exactly the code evaluation and
@@ -57,19 +57,16 @@ class Variant:
     def __init__(self, name: str) -> None:
         self.name = name
         if name in ("default", "baseline"):
-            self.dtype, self.channels_last, self.compile, self.graph = (
-                ("auto" if name == "default" else "fp32"),
-                False,
-                False,
-                False,
-            )
+            self.dtype = "auto" if name == "default" else "fp32"
+            self.channels_last = self.compile = self.graph = self.static = False
             return
         dtype, *flags = name.split("+")
-        unknown = set(flags) - {"cl", "compile", "graph"}
+        unknown = set(flags) - {"cl", "compile", "static", "graph"}
         if dtype not in ("fp32", "tf32", "bf16", "fp16") or unknown:
             raise ValueError(f"unknown variant {name!r}")
         self.dtype = dtype
         self.channels_last, self.compile, self.graph = "cl" in flags, "compile" in flags, "graph" in flags
+        self.static = "static" in flags  # compile specialised to the batch size (default: dynamic batch)
 
     def policy(self, batch: int) -> InferencePolicy:
         if self.name == "default":
@@ -79,6 +76,7 @@ class Variant:
             channels_last=self.channels_last,
             cuda_graphs=self.graph,
             compile=self.compile,
+            dynamic_batch=not self.static,
             graph_batches=(batch,),
         )
 
