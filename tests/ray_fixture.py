@@ -25,8 +25,13 @@ def ray_local() -> Iterator[str]:
 
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=512 * 1024**2,
+            log_to_driver=False,
+            configure_logging=False,
+        )
         started = True
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:

@@ -20,8 +20,9 @@ from pipelines.train.augment import resize_image
 
 def test_crops_are_the_first_shard_images_resized(tmp_path: Path) -> None:
     shards = write_tiny_shards(tmp_path / "shards", n_train=4, n_val=6)
-    out = make_crops.main(["--shards", str(shards), "--split", "val", "--size", "64", "--n", "4",
-                           "--out", str(tmp_path / "c.npz")])
+    out = make_crops.main(
+        ["--shards", str(shards), "--split", "val", "--size", "64", "--n", "4", "--out", str(tmp_path / "c.npz")]
+    )
     crops = np.load(out)["crops"]
     originals = decode_batch(read_split_table(shards, "val"))["image"][:4]
     assert crops.shape == (4, 64, 64, 3) and crops.dtype == np.uint8

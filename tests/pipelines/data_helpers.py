@@ -12,8 +12,18 @@ TINY_SYNTH = {"n_train": 16, "n_test": 4, "n_videos": 2, "n_frames": 10, "image_
 def tiny_params(out: Path, shards: Path, **synthetic: Any) -> dict[str, Any]:
     """params.yaml content for a tiny synthetic prepare + a PNG preprocess into ``out`` / ``shards``."""
     return {
-        "data": {"source": "synthetic", "out": str(out), "seed": 0,
-                 "synthetic": {**copy.deepcopy(TINY_SYNTH), **synthetic}},
-        "preprocess": {"out": str(shards), "image_codec": "png", "rows_per_shard": 8, "row_group_size": 4,
-                       "stills_per_task": 6, "progress": False},
+        "data": {
+            "source": "synthetic",
+            "out": str(out),
+            "seed": 0,
+            "synthetic": {**copy.deepcopy(TINY_SYNTH), **synthetic},
+        },
+        "preprocess": {
+            "out": str(shards),
+            "image_codec": "png",
+            "rows_per_shard": 8,
+            "row_group_size": 4,
+            "stills_per_task": 6,
+            "progress": False,
+        },
     }

@@ -37,17 +37,31 @@ def tiny_project(root: Path, *, n_test: int = 6, n_videos: int = 4, n_frames: in
     from pipelines.prepare import prepare
 
     params: dict[str, Any] = {
-        "data": {"source": "synthetic", "out": "data/raw", "seed": 0,
-                 "synthetic": {"n_train": 2, "n_test": n_test, "n_videos": n_videos, "n_frames": n_frames,
-                               "workers": 1}},
+        "data": {
+            "source": "synthetic",
+            "out": "data/raw",
+            "seed": 0,
+            "synthetic": {"n_train": 2, "n_test": n_test, "n_videos": n_videos, "n_frames": n_frames, "workers": 1},
+        },
         "preprocess": {"out": "data/shards", "image_codec": "png"},
     }
     prep = prepare(params, base_dir=root, progress=False)
     still = prep.stills[0]
     items = read_wflw(prep.resolve(still.root), "test", check_images=False)
     writer = ShardWriter(root / "data" / "shards" / "test", rows_per_shard=4)
-    rows = [make_row(encode_image(it.load_rgb(), "png"), it.landmarks, IDENTITY, np.array([0, 0, 256, 256.0]),
-                     source_id=it.relpath, frame_index=-1, split="test", dataset="synthetic") for it in items]
+    rows = [
+        make_row(
+            encode_image(it.load_rgb(), "png"),
+            it.landmarks,
+            IDENTITY,
+            np.array([0, 0, 256, 256.0]),
+            source_id=it.relpath,
+            frame_index=-1,
+            split="test",
+            dataset="synthetic",
+        )
+        for it in items
+    ]
     writer.write(rows_to_table(rows))
     writer.close()
     save_checkpoint(root / "models" / "model.pt", tiny_model())

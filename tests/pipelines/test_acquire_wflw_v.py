@@ -28,7 +28,13 @@ W, H, FPS = 64, 48, 25.0
 BLOCK, N_BITS = 16, 8  # frame i shows the bits of i as black/white 16x16 blocks (one codec macroblock each)
 
 A, B, C, D, E, F, G = (
-    "-vidA000001", "vidB_000002", "vidC000003x", "vidD000004m", "vidE000005f", "vidF000006z", "vidG000007q"
+    "-vidA000001",
+    "vidB_000002",
+    "vidC000003x",
+    "vidD000004m",
+    "vidE000005f",
+    "vidF000006z",
+    "vidG000007q",
 )
 # id -> (frames in the served video or None when not served, window start, window end, landmark frames)
 PLAN: dict[str, tuple[int | None, int, int, int]] = {
@@ -175,7 +181,8 @@ def read_manifest(out: Path) -> dict[str, dict[str, str]]:
 def leftovers(out: Path) -> list[str]:
     """Temp or partial files anywhere under the output root."""
     return [
-        str(p.relative_to(out)) for p in out.rglob("*")
+        str(p.relative_to(out))
+        for p in out.rglob("*")
         if acq.TMP_DIRNAME in p.parts or ".partial" in p.name or p.name.endswith((".tmp", ".part"))
     ]
 
@@ -186,14 +193,24 @@ def test_youtube_path_end_to_end(server: Server, tmp_path: Path) -> None:
     server.fail_503[f"/{F}.mp4"] = -1
     lists = plan_lists(list(PLAN))
     kwargs = {
-        "url_template": server.base + "/{id}.mp4", "lists": lists, "workers": 2, "retries": 2,
-        "backoff_s": 0.01, "progress": False,
+        "url_template": server.base + "/{id}.mp4",
+        "lists": lists,
+        "workers": 2,
+        "retries": 2,
+        "backoff_s": 0.01,
+        "progress": False,
     }
     summary = acq.acquire_from_youtube(out, server.base + "/annotations.zip", **kwargs)
 
     status = {r.id: r.status for r in summary.rows}
     assert status == {
-        A: "ok", B: "ok", C: "invalid", D: "unavailable", E: "ok", F: "unavailable", G: "invalid",
+        A: "ok",
+        B: "ok",
+        C: "invalid",
+        D: "unavailable",
+        E: "ok",
+        F: "unavailable",
+        G: "invalid",
     }
     assert summary.counts == {"ok": 3, "skipped_existing": 0, "unavailable": 2, "invalid": 2}
     assert summary.usable_ids == [A, B, E]
@@ -252,9 +269,7 @@ def test_youtube_path_end_to_end(server: Server, tmp_path: Path) -> None:
     assert set(rows3) == set(PLAN) and rows3[F]["status"] == "ok"
 
 
-def test_interrupted_run_resumes_cleanly(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interrupted_run_resumes_cleanly(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "wflw_v"
     ids = [A, B, E]
     lists = plan_lists(ids)
@@ -281,8 +296,12 @@ def test_interrupted_run_resumes_cleanly(
 
     monkeypatch.setattr(acq, "_open_writer", open_writer)
     kwargs = {
-        "url_template": server.base + "/{id}.mp4", "lists": lists, "workers": 1, "retries": 0,
-        "backoff_s": 0.0, "progress": False,
+        "url_template": server.base + "/{id}.mp4",
+        "lists": lists,
+        "workers": 1,
+        "retries": 0,
+        "backoff_s": 0.0,
+        "progress": False,
     }
     with pytest.raises(KeyboardInterrupt):
         acq.acquire_from_youtube(out, server.base + "/annotations.zip", **kwargs)
@@ -314,8 +333,13 @@ def test_existing_invalid_clip_is_downloaded_again(server: Server, tmp_path: Pat
     (out / "videos").mkdir(parents=True)
     make_video(out / "videos" / f"{B}.mp4", 7)  # wrong length: must not be trusted
     summary = acq.acquire_from_youtube(
-        out, None, url_template=server.base + "/{id}.mp4", lists=plan_lists([B]), workers=1,
-        retries=0, progress=False,
+        out,
+        None,
+        url_template=server.base + "/{id}.mp4",
+        lists=plan_lists([B]),
+        workers=1,
+        retries=0,
+        progress=False,
     )
     assert [r.status for r in summary.rows] == ["ok"]
     assert summary.rows[0].reason == "warning: no landmarks for this id"
@@ -325,7 +349,13 @@ def test_existing_invalid_clip_is_downloaded_again(server: Server, tmp_path: Pat
 
 def test_one_video_leaves_no_temp_download(server: Server, tmp_path: Path) -> None:
     ctx = acq._Context(
-        tmp_path, plan_lists([A, C]), server.base + "/{id}.mp4", 0, 0.0, acq.DEFAULT_FORMAT, {},
+        tmp_path,
+        plan_lists([A, C]),
+        server.base + "/{id}.mp4",
+        0,
+        0.0,
+        acq.DEFAULT_FORMAT,
+        {},
         threading.Event(),
     )
     assert acq._acquire_one(A, ctx).status == "ok"
@@ -449,8 +479,13 @@ def test_archive_path_validates_each_clip(server: Server, tmp_path: Path, kind: 
 
     rows = read_manifest(out)
     assert {k: r["status"] for k, r in rows.items()} == {
-        "good0000001": "ok", "bad00000002": "invalid", "shape000003": "invalid", "nanlm000004": "invalid",
-        "missing0005": "unavailable", "extra000006": "invalid", "window00007": "invalid",
+        "good0000001": "ok",
+        "bad00000002": "invalid",
+        "shape000003": "invalid",
+        "nanlm000004": "invalid",
+        "missing0005": "unavailable",
+        "extra000006": "invalid",
+        "window00007": "invalid",
     }
     assert summary.usable_ids == ["good0000001"]
     good = rows["good0000001"]
@@ -545,13 +580,22 @@ def test_cli_youtube_and_strict_exit_codes(server: Server, tmp_path: Path) -> No
     lists_dir.mkdir()
     (lists_dir / "easy_video_IDs.txt").write_text(f"{A}\n{D}\n")
     (lists_dir / "hard_video_IDs.txt").write_text(f"{B}\n")
-    (lists_dir / "download_ranges.txt").write_text(
-        "".join(f"{v} {PLAN[v][1]} {PLAN[v][2]}\n" for v in (A, D, B))
-    )
+    (lists_dir / "download_ranges.txt").write_text("".join(f"{v} {PLAN[v][1]} {PLAN[v][2]}\n" for v in (A, D, B)))
     out = tmp_path / "out"
     common = [
-        "--out", str(out), "--lists-dir", str(lists_dir), "--url-template", server.base + "/{id}.mp4",
-        "--retries", "0", "--backoff", "0", "--workers", "1", "--no-progress",
+        "--out",
+        str(out),
+        "--lists-dir",
+        str(lists_dir),
+        "--url-template",
+        server.base + "/{id}.mp4",
+        "--retries",
+        "0",
+        "--backoff",
+        "0",
+        "--workers",
+        "1",
+        "--no-progress",
     ]
     assert acq.main(["youtube", *common, f"--ids={A}"]) == 0  # an id starting with '-'
     assert {k: r["status"] for k, r in read_manifest(out).items()} == {A: "ok"}

@@ -87,8 +87,7 @@ def test_boxes_are_expanded_landmark_boxes_and_jitter_moves_them() -> None:
 
 def test_landmarks_stay_inside_frame_under_strong_motion() -> None:
     img, pts = _dot_still(spacing=50.0)
-    strong = {**CLEAN, "face_frac": 0.9, "trans_frac": 0.5, "log_scale": 0.4, "rot_deg": 40,
-              "perspective": 0.1}
+    strong = {**CLEAN, "face_frac": 0.9, "trans_frac": 0.5, "log_scale": 0.4, "rot_deg": 40, "perspective": 0.1}
     _, lms, _ = make_animated_video(img, pts, n_frames=30, size=(64, 48), seed=5, params=strong)
     assert lms[..., 0].min() >= 0 and lms[..., 0].max() <= 63
     assert lms[..., 1].min() >= 0 and lms[..., 1].max() <= 47

@@ -33,8 +33,7 @@ def _stage_lines(out: str) -> tuple[set[str], set[str]]:
 
 def _write_params(path: Path, **preprocess: object) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["synthetic"].update(n_train=6, n_test=3, n_videos=2, n_frames=5, workers=1,
-                                     image_format="png")
+    params["data"]["synthetic"].update(n_train=6, n_test=3, n_videos=2, n_frames=5, workers=1, image_format="png")
     params["preprocess"].update({"image_codec": "png", "rows_per_shard": 8, "progress": False, **preprocess})
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -50,9 +49,17 @@ def make_dvc_repo(repo: Path, ray_address: str) -> dict[str, str]:
     for pkg in ("pipelines", "ldeq_core"):
         shutil.copytree(REPO / pkg, repo / pkg, ignore=ignore)
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
-    env = {**os.environ, "PATH": f"{DVC.parent}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-           "RAY_ADDRESS": ray_address, "RAY_AUTH_MODE": "disabled", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "PATH": f"{DVC.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "RAY_ADDRESS": ray_address,
+        "RAY_AUTH_MODE": "disabled",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     _run(["git", "init", "-q"], repo, env)
     _run([str(DVC), "init", "-q"], repo, env)
     _run([str(DVC), "config", "core.check_update", "false"], repo, env)

@@ -24,14 +24,18 @@ def test_parallel_equals_sequential(tmp_path: Path, ray_local: str) -> None:
     model = tiny_model()
     methods = trackers(build_methods(MethodSettings(budgets=(1, 2), primary_budget=2, gammas=(1.0,)), 64))
 
-    par = evaluate_parallel(model, refs, methods, group_size=3, actors=2, cpus_per_actor=0.5, decode_cpus=0.5,
-                            threads=1)
+    par = evaluate_parallel(
+        model, refs, methods, group_size=3, actors=2, cpus_per_actor=0.5, decode_cpus=0.5, threads=1
+    )
     seq = evaluate_sequential(model, refs, methods, group_size=3, threads=1)
 
     assert par.mode == "ray" and seq.mode == "sequential"
     # same groups on both paths: (6, 6, 5 frames) then (4)
-    assert [(v.ref.key, v.group) for v in par.videos] == [(v.ref.key, v.group) for v in seq.videos] == [
-        ("syn/v0", 0), ("syn/v1", 0), ("syn/v3", 0), ("syn/v2", 1)]
+    assert (
+        [(v.ref.key, v.group) for v in par.videos]
+        == [(v.ref.key, v.group) for v in seq.videos]
+        == [("syn/v0", 0), ("syn/v1", 0), ("syn/v3", 0), ("syn/v2", 1)]
+    )
     for p, s in zip(par.videos, seq.videos, strict=True):
         np.testing.assert_array_equal(p.gt, s.gt)
         assert p.fps == s.fps

@@ -23,8 +23,17 @@ from pipelines.evaluate.report import (
 
 
 def _row(key: str, split: str, method: str, n: int, nme: float, nmf: float, nfe: float) -> dict[str, object]:
-    return {"key": key, "split": split, "method": method, "n_frames": n, "nme_io": nme, "nme_face": nme / 2,
-            "nmf": nmf, "nmf_sqrt2": nmf / math.sqrt(2), "nfe": nfe}
+    return {
+        "key": key,
+        "split": split,
+        "method": method,
+        "n_frames": n,
+        "nme_io": nme,
+        "nme_face": nme / 2,
+        "nmf": nmf,
+        "nmf_sqrt2": nmf / math.sqrt(2),
+        "nfe": nfe,
+    }
 
 
 def test_aggregate_per_video_and_frame_weighted_means() -> None:
@@ -62,10 +71,10 @@ def test_percent_change_formulas() -> None:
     assert pct_change(90.0, 100.0) == pytest.approx(-10.0)
     assert pct_change(2.5, 2.0) == pytest.approx(25.0)
     assert math.isnan(pct_change(1.0, 0.0))
-    methods = {"rwr": {"nme_io": 1.8, "nme_io_fw": 1.8, "nme_face": 1.0, "nme_face_fw": 1.2, "nmf": 80.0,
-                       "nmf_fw": 60.0},
-               "base": {"nme_io": 2.0, "nme_io_fw": 2.0, "nme_face": 1.0, "nme_face_fw": 1.0, "nmf": 100.0,
-                        "nmf_fw": 120.0}}
+    methods = {
+        "rwr": {"nme_io": 1.8, "nme_io_fw": 1.8, "nme_face": 1.0, "nme_face_fw": 1.2, "nmf": 80.0, "nmf_fw": 60.0},
+        "base": {"nme_io": 2.0, "nme_io_fw": 2.0, "nme_face": 1.0, "nme_face_fw": 1.0, "nmf": 100.0, "nmf_fw": 120.0},
+    }
     res = compare(methods, "rwr", "base")
     assert res["nme_io_pct"] == pytest.approx(-10.0)
     assert res["nme_face_pct"] == pytest.approx(0.0)
@@ -100,11 +109,17 @@ def test_still_nme_clips_ground_truth_to_the_crop() -> None:
 
 
 def test_flat_metrics_layout() -> None:
-    df = pd.DataFrame([_row("a", "easy", "per_frame", 3, 2.0, 10.0, 8.0),
-                       _row("a", "easy", "rwr_nfe2", 3, 1.5, 5.0, 2.0)])
+    df = pd.DataFrame(
+        [_row("a", "easy", "per_frame", 3, 2.0, 10.0, 8.0), _row("a", "easy", "rwr_nfe2", 3, 1.5, 5.0, 2.0)]
+    )
     agg = aggregate(df, ["per_frame", "rwr_nfe2"])
-    flat = flat_metrics(agg, {"test": {"nme_pct": 4.0}}, {"overall.rwr_vs_per_frame": {"nmf_pct": -50.0}},
-                        ["rwr_nfe2"], {"info.rwr_method": "rwr_nfe2", "x": float("nan")})
+    flat = flat_metrics(
+        agg,
+        {"test": {"nme_pct": 4.0}},
+        {"overall.rwr_vs_per_frame": {"nmf_pct": -50.0}},
+        ["rwr_nfe2"],
+        {"info.rwr_method": "rwr_nfe2", "x": float("nan")},
+    )
     assert flat["video.overall.rwr_nfe2.nmf"] == 5.0
     assert flat["video.easy.per_frame.nme_io_fw"] == 2.0
     assert flat["video.overall.videos"] == 1

@@ -43,8 +43,11 @@ def test_make_groups_sorts_by_length_then_key() -> None:
 
 def test_make_refs_counts_frames_and_rejects_duplicates(video_root: Path) -> None:
     refs = make_refs([("syn", str(video_root), {"easy": ["v0"], "hard": ["v1", "v2"]})])
-    assert [(r.key, r.split, r.n_frames) for r in refs] == [("syn/v0", "easy", 5), ("syn/v1", "hard", 3),
-                                                           ("syn/v2", "hard", 5)]
+    assert [(r.key, r.split, r.n_frames) for r in refs] == [
+        ("syn/v0", "easy", 5),
+        ("syn/v1", "hard", 3),
+        ("syn/v2", "hard", 5),
+    ]
     with pytest.raises(ValueError, match="twice"):
         make_refs([("syn", str(video_root), {"easy": ["v0"], "hard": ["v0"]})])
 
@@ -55,8 +58,10 @@ def test_run_group_equals_core_track_videos(video_root: Path) -> None:
     refs = make_refs([("syn", str(video_root), {"all": [v for v, _, _ in SPECS]})])
     methods = trackers(build_methods(MethodSettings(budgets=(2,), gammas=(), upstream=True), 64))
     decoded = [decode_video(r, 64) for r in refs]
-    videos = [(list(read_frames(Path(r.root) / "videos" / f"{r.video_id}.mp4")), d.boxes)
-              for r, d in zip(refs, decoded, strict=True)]
+    videos = [
+        (list(read_frames(Path(r.root) / "videos" / f"{r.video_id}.mp4")), d.boxes)
+        for r, d in zip(refs, decoded, strict=True)
+    ]
     with torch_threads(1):  # the same thread count on both sides (and no oversubscription on small machines)
         tracks, seconds = run_group(model, decoded, methods)
         expected_by_method = {m.name: track_videos(model, videos, m.rwr, max_batch=len(videos)) for m in methods}

@@ -19,15 +19,33 @@ from pipelines.formats.video_io import read_frames
 from tests.pipelines.eval_helpers import tiny_project
 
 N_VIDEOS, N_FRAMES = 4, 6
-METHODS = ["per_frame", "rwr_nfe1", "rwr_nfe2", "rwr_nfe4", "rwr_upstream", "rwr_nfe2_gamma1", "per_frame+ema",
-           "per_frame+one_euro", "per_frame+kalman"]
-SMALL_GRIDS = {"ema": {"alpha": [0.3, 0.7]}, "one_euro": {"min_cutoff": [1.0, 5.0], "beta": [0.0, 0.05]},
-               "kalman": {"q": [0.1, 1.0], "r": [4.0]}}
+METHODS = [
+    "per_frame",
+    "rwr_nfe1",
+    "rwr_nfe2",
+    "rwr_nfe4",
+    "rwr_upstream",
+    "rwr_nfe2_gamma1",
+    "per_frame+ema",
+    "per_frame+one_euro",
+    "per_frame+kalman",
+]
+SMALL_GRIDS = {
+    "ema": {"alpha": [0.3, 0.7]},
+    "one_euro": {"min_cutoff": [1.0, 5.0], "beta": [0.0, 0.05]},
+    "kalman": {"q": [0.1, 1.0], "r": [4.0]},
+}
 
 
 def _evaluate_section(**overrides: Any) -> dict[str, Any]:
-    return {"parallel": False, "torch_threads": 1, "videos_per_batch": 3, "worst_videos": 1,
-            "tuning": {"grids": SMALL_GRIDS}, **overrides}
+    return {
+        "parallel": False,
+        "torch_threads": 1,
+        "videos_per_batch": 3,
+        "worst_videos": 1,
+        "tuning": {"grids": SMALL_GRIDS},
+        **overrides,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +96,19 @@ def test_cli_end_to_end_writes_every_file(project: tuple[Path, dict[str, Any]]) 
     assert len(per_video) == N_VIDEOS * len(METHODS)
     assert sorted(per_video.method.unique()) == sorted(METHODS)
     assert sorted(per_video[per_video.role == "test"].key.unique()) == test
-    assert set(per_video.columns) >= {"key", "split", "role", "group", "method", "n_frames", "nme_io", "nme_face",
-                                      "nmf", "nmf_sqrt2", "nfe"}
+    assert set(per_video.columns) >= {
+        "key",
+        "split",
+        "role",
+        "group",
+        "method",
+        "n_frames",
+        "nme_io",
+        "nme_face",
+        "nmf",
+        "nmf_sqrt2",
+        "nfe",
+    }
 
     # metrics: per-video means of the test rows; comparisons follow the percent formula
     rows = per_video[(per_video.role == "test") & (per_video.method == "per_frame")]
@@ -95,9 +124,17 @@ def test_cli_end_to_end_writes_every_file(project: tuple[Path, dict[str, Any]]) 
             assert metrics[f"compare.overall.{name}.{m}_pct"] == pytest.approx(expected, rel=1e-4)
     assert {k for k in metrics if k.startswith("video.pareto.")} == {f"video.pareto.{m}" for m in METHODS}
     assert sum(metrics[f"video.pareto.{m}"] for m in METHODS) == len(summary["pareto"]) >= 1
-    for key in ("still.test.nme_pct", "still.test.fr_pct", "still.test.auc", "throughput.frames_per_s",
-                "filters.ema.alpha", "filters.one_euro.min_cutoff", "filters.kalman.q",
-                "video.video_easy.rwr_nfe1.nme_face_fw", "video.video_hard.per_frame+kalman.nmf_sqrt2"):
+    for key in (
+        "still.test.nme_pct",
+        "still.test.fr_pct",
+        "still.test.auc",
+        "throughput.frames_per_s",
+        "filters.ema.alpha",
+        "filters.one_euro.min_cutoff",
+        "filters.kalman.q",
+        "video.video_easy.rwr_nfe1.nme_face_fw",
+        "video.video_hard.per_frame+kalman.nmf_sqrt2",
+    ):
         assert isinstance(metrics[key], int | float) and math.isfinite(metrics[key]), key
     assert metrics["still.test.images"] == 6
     assert metrics["filters.ema.alpha"] in (0.3, 0.7)
@@ -134,8 +171,9 @@ def test_cli_end_to_end_writes_every_file(project: tuple[Path, dict[str, Any]]) 
 
 
 @pytest.mark.slow
-def test_stage_on_ray_equals_sequential_stage(project: tuple[Path, dict[str, Any]], tmp_path: Path,
-                                              ray_local: str) -> None:
+def test_stage_on_ray_equals_sequential_stage(
+    project: tuple[Path, dict[str, Any]], tmp_path: Path, ray_local: str
+) -> None:
     """The stage's Ray path (2 actors x 0.5 CPU) gives the same per-video numbers as its sequential path."""
     root, params = project
     seq_root = tmp_path / "seq"
@@ -146,8 +184,9 @@ def test_stage_on_ray_equals_sequential_stage(project: tuple[Path, dict[str, Any
         (r / "models").symlink_to(root / "models")
     common = {"mlflow_uri": "", "worst_videos": 0, "shards_dir": "no_shards_here"}  # videos only
     seq = run_evaluate({**params, "evaluate": _evaluate_section(**common)}, seq_root, progress=False)
-    par = run_evaluate({**params, "evaluate": _evaluate_section(**common, parallel=True, actors=2)}, par_root,
-                       progress=False)
+    par = run_evaluate(
+        {**params, "evaluate": _evaluate_section(**common, parallel=True, actors=2)}, par_root, progress=False
+    )
     assert par["summary"]["run"]["mode"] == "ray" and seq["summary"]["run"]["mode"] == "sequential"
     a = pd.read_parquet(seq_root / "outputs/eval/per_video.parquet")
     b = pd.read_parquet(par_root / "outputs/eval/per_video.parquet")
@@ -178,16 +217,24 @@ def test_model_from_the_mlflow_registry(project: tuple[Path, dict[str, Any]], tm
     (tmp_path / "best" / "best.pt").write_bytes((root / "models/model.pt").read_bytes())
     client.log_artifact(run.info.run_id, str(tmp_path / "best" / "best.pt"), "model")  # what training logs
     reg = register_checkpoint(uri, "ldeq-test-model", run.info.run_id, {"val_nme": 0.5})
-    params = {"train": {"registered_model": "ldeq-test-model", "mlflow_uri": uri},
-              "evaluate": {"model_source": "registry", "model_alias": "champion"}}
+    params = {
+        "train": {"registered_model": "ldeq-test-model", "mlflow_uri": uri},
+        "evaluate": {"model_source": "registry", "model_alias": "champion"},
+    }
     model, info = load_model(eval_settings(params), tmp_path, params)
-    assert info == {"source": "registry", "name": "ldeq-test-model", "alias": "champion",
-                    "version": str(reg["version"]), "train_run": run.info.run_id}
+    assert info == {
+        "source": "registry",
+        "name": "ldeq-test-model",
+        "alias": "champion",
+        "version": str(reg["version"]),
+        "train_run": run.info.run_id,
+    }
     from ldeq_core.checkpoints import load_checkpoint
 
     expected = load_checkpoint(root / "models/model.pt").model.state_dict()
     for k, v in model.state_dict().items():
         assert bool((v == expected[k]).all()), k
     with pytest.raises(ValueError, match="not found"):
-        load_model(eval_settings({**params, "evaluate": {"model_source": "registry", "model_alias": "nope"}}),
-                   tmp_path, params)
+        load_model(
+            eval_settings({**params, "evaluate": {"model_source": "registry", "model_alias": "nope"}}), tmp_path, params
+        )

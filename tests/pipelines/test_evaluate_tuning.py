@@ -16,8 +16,16 @@ from pipelines.evaluate.tune_filters import TuneSettings, TuneTrack, split_tune_
 def test_build_methods_names_and_configs() -> None:
     methods = build_methods(MethodSettings(budgets=(4, 1), primary_budget=1, gammas=(0.5,)), crop_size=64)
     names = [m.name for m in methods]
-    assert names == ["per_frame", "rwr_nfe1", "rwr_nfe4", "rwr_upstream", "rwr_nfe1_gamma0.5",
-                     "per_frame+ema", "per_frame+one_euro", "per_frame+kalman"]
+    assert names == [
+        "per_frame",
+        "rwr_nfe1",
+        "rwr_nfe4",
+        "rwr_upstream",
+        "rwr_nfe1_gamma0.5",
+        "per_frame+ema",
+        "per_frame+one_euro",
+        "per_frame+kalman",
+    ]
     by = {m.name: m for m in methods}
     assert by["per_frame"].rwr is not None and by["per_frame"].rwr.mode == "per_frame"
     assert by["rwr_nfe4"].rwr is not None and by["rwr_nfe4"].rwr.budget_nfe == 4
@@ -42,14 +50,14 @@ def test_apply_filter_matches_the_core_filters() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(7, 3, 2))
     np.testing.assert_array_equal(apply_filter("ema", {"alpha": 0.3}, x, 30.0), ema_filter(x, 0.3))
-    np.testing.assert_array_equal(apply_filter("one_euro", {"min_cutoff": 1.0, "beta": 0.1}, x, 25.0),
-                                  one_euro_filter(x, 25.0, 1.0, 0.1))
+    np.testing.assert_array_equal(
+        apply_filter("one_euro", {"min_cutoff": 1.0, "beta": 0.1}, x, 25.0), one_euro_filter(x, 25.0, 1.0, 0.1)
+    )
     np.testing.assert_array_equal(apply_filter("kalman", {"q": 0.1, "r": 2.0}, x, 30.0), kalman_filter(x, 0.1, 2.0))
 
 
 def test_split_tune_test_is_deterministic_disjoint_and_stratified() -> None:
-    splits = {"video_easy": [f"e{i}" for i in range(8)], "video_hard": [f"h{i}" for i in range(4)],
-              "single": ["s0"]}
+    splits = {"video_easy": [f"e{i}" for i in range(8)], "video_hard": [f"h{i}" for i in range(4)], "single": ["s0"]}
     tune, test = split_tune_test(splits, 0.25, "salt")
     assert (tune, test) == split_tune_test({k: v[::-1] for k, v in splits.items()}, 0.25, "salt")  # order-free
     for split, ids in splits.items():

@@ -148,8 +148,7 @@ def test_wflw_v_landmark_count_parameter(tmp_path: Path) -> None:
 
 def _corrupt(root: Path, vid: str, case: str) -> tuple[str, str]:
     """Damage one clip; return (the file the error must name, a fragment of the reason)."""
-    video, lm, bx = (root / "videos" / f"{vid}.mp4", root / "landmarks" / f"{vid}.npy",
-                     root / "bboxes" / f"{vid}.npy")
+    video, lm, bx = (root / "videos" / f"{vid}.mp4", root / "landmarks" / f"{vid}.npy", root / "bboxes" / f"{vid}.npy")
     boxes, lms = np.load(bx), np.load(lm)
     if case == "text_as_mp4":
         video.write_text("definitely not an mp4\n")
@@ -193,8 +192,19 @@ def _corrupt(root: Path, vid: str, case: str) -> tuple[str, str]:
     raise AssertionError(case)
 
 
-BAD_CASES = ["text_as_mp4", "truncated_half", "nan_boxes", "inverted_box", "box_outside", "inf_landmarks",
-             "wrong_landmark_count", "mismatched_T", "boxes_T", "missing_landmarks", "pickled_npy"]
+BAD_CASES = [
+    "text_as_mp4",
+    "truncated_half",
+    "nan_boxes",
+    "inverted_box",
+    "box_outside",
+    "inf_landmarks",
+    "wrong_landmark_count",
+    "mismatched_T",
+    "boxes_T",
+    "missing_landmarks",
+    "pickled_npy",
+]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -269,15 +279,18 @@ def test_pts_round_trip(tmp_path: Path) -> None:
     assert (tmp_path / "b.pts").read_text().startswith("version: 1\nn_points: 68\n{\n")
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ("version: 1\nn_points: 3\n{\n1 2\n3 4\n5 6\n}\n", "wrong landmark count: 3, expected 68"),
-    ("version: 1\nn_points: 68\n{\n1 2\n}\n", "declares 68 points but the block has 1"),
-    ("version: 1\nn_points: 1\n1 2\n", "enclosed"),
-    ("hello\n", "not a .pts file"),
-    ("version: 1\nn_points: 1\n{\n1 nan\n}\n", "NaN"),
-    ("version: 1\nn_points: 1\n{\n1 x\n}\n", "non-numeric"),
-    ("version: 1\nn_points: 1\n{\n1 2 3\n}\n", "exactly two numbers"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("version: 1\nn_points: 3\n{\n1 2\n3 4\n5 6\n}\n", "wrong landmark count: 3, expected 68"),
+        ("version: 1\nn_points: 68\n{\n1 2\n}\n", "declares 68 points but the block has 1"),
+        ("version: 1\nn_points: 1\n1 2\n", "enclosed"),
+        ("hello\n", "not a .pts file"),
+        ("version: 1\nn_points: 1\n{\n1 nan\n}\n", "NaN"),
+        ("version: 1\nn_points: 1\n{\n1 x\n}\n", "non-numeric"),
+        ("version: 1\nn_points: 1\n{\n1 2 3\n}\n", "exactly two numbers"),
+    ],
+)
 def test_read_pts_bad(tmp_path: Path, text: str, reason: str) -> None:
     (tmp_path / "c.pts").write_text(text)
     with pytest.raises(DataError, match=reason) as err:
@@ -300,7 +313,9 @@ def test_list_300w_subsets_and_scan(tmp_path: Path) -> None:
     good, bad = scan_300w(tmp_path)
     assert [g.name for g in good] == ["helen_train/h1", "helen_train/h2"]
     assert {b.item: b.reason.split(" (")[0] for b in bad} == {
-        "afw/a1": "no image", "afw/far": "all landmarks lie outside the 64x64 image"}
+        "afw/a1": "no image",
+        "afw/far": "all landmarks lie outside the 64x64 image",
+    }
     with pytest.raises(DataError, match="no image"):
         list_300w(tmp_path)
     with pytest.raises(DataError, match="does not exist"):

@@ -74,8 +74,7 @@ def test_prepare_synthetic_is_idempotent_and_regenerates_on_change(tmp_path) -> 
     assert loaded.stills[0].root == "synthetic/wflw"
     assert loaded.resolve(loaded.stills[0].root) == (raw / "synthetic" / "wflw").resolve()
     assert loaded.stills[0].splits["train"]["items"][:2] == ["synth_000000.png", "synth_000001.png"]
-    assert loaded.videos[0].splits == {"video_easy": {"items": ["synth_0000"]},
-                                       "video_hard": {"items": ["synth_0001"]}}
+    assert loaded.videos[0].splits == {"video_easy": {"items": ["synth_0000"]}, "video_hard": {"items": ["synth_0001"]}}
     first = raw / "synthetic" / "wflw" / "train" / "synth_000000.png"
     stamp, text = first.stat().st_mtime_ns, (raw / "prepared.json").read_bytes()
 
@@ -125,9 +124,14 @@ def test_prepare_wflw_v_from_archive_with_stills(tmp_path) -> None:
         f.write("gone_video\n")
     with open(lists / "download_ranges.txt", "a") as f:
         f.write("gone_video 0 5\n")
-    params = {"data": {"source": "wflw_v", "out": str(tmp_path / "raw"),
-                       "wflw": {"root": str(tmp_path / "src" / "wflw")},
-                       "wflw_v": {"archive": str(archive), "lists_dir": str(lists), "workers": 1}}}
+    params = {
+        "data": {
+            "source": "wflw_v",
+            "out": str(tmp_path / "raw"),
+            "wflw": {"root": str(tmp_path / "src" / "wflw")},
+            "wflw_v": {"archive": str(archive), "lists_dir": str(lists), "workers": 1},
+        }
+    }
     prep = prepare(params, base_dir=tmp_path, progress=False)
     assert prep.counts == {"train": 4, "test": 2, "video_easy": 1, "video_hard": 1}
     assert prep.videos[0].root == "wflw_v" and (tmp_path / "raw" / "wflw_v" / "videos" / "synth_0000.mp4").is_file()
@@ -138,14 +142,27 @@ def test_prepare_300w_split_and_animated_val_videos(tmp_path, shared_data) -> No
     root = shared_data / "300w"
     if not (root / "afw").is_dir():
         pytest.skip(f"300-W AFW not found under {root}")
-    params = {"data": {"source": "300w", "out": str(tmp_path / "raw"), "seed": 3,
-                       "w300": {"root": str(root), "subsets": ["afw"], "val_fraction": 0.3, "n_videos": 2,
-                                "n_frames": 6, "frame_size": [160, 120]}}}
+    params = {
+        "data": {
+            "source": "300w",
+            "out": str(tmp_path / "raw"),
+            "seed": 3,
+            "w300": {
+                "root": str(root),
+                "subsets": ["afw"],
+                "val_fraction": 0.3,
+                "n_videos": 2,
+                "n_frames": 6,
+                "frame_size": [160, 120],
+            },
+        }
+    }
     prep = prepare(params, base_dir=tmp_path, progress=False)
     assert prep.n_landmarks == 68
     train, val = (prep.stills[0].splits[s]["items"] for s in ("train", "val"))
     assert not set(train) & set(val) and len(train) + len(val) + len(prep.bad_items) == len(
-        list((root / "afw").glob("*.pts")))
+        list((root / "afw").glob("*.pts"))
+    )
     assert 0.2 < len(val) / (len(train) + len(val)) < 0.4
     assert not {photo_id(n) for n in val} & {photo_id(n) for n in train}
     ids = prep.videos[0].splits["video_val"]["items"]
@@ -169,8 +186,23 @@ def test_cli_data_commands(tmp_path) -> None:
     from pipelines.formats.w300 import write_pts
 
     runner = CliRunner()
-    res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "syn"), "--n-train", "2", "--n-test", "1",
-                              "--n-videos", "2", "--n-frames", "3"])
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "synth",
+            "--out",
+            str(tmp_path / "syn"),
+            "--n-train",
+            "2",
+            "--n-test",
+            "1",
+            "--n-videos",
+            "2",
+            "--n-frames",
+            "3",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["n_train"] == 2
     assert (tmp_path / "syn" / "wflw_v" / "videos" / "synth_0001.mp4").is_file()
@@ -181,14 +213,44 @@ def test_cli_data_commands(tmp_path) -> None:
     for i in range(2):
         cv2.imwrite(str(stills / f"face_{i}.png"), rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
         write_pts(stills / f"face_{i}.pts", rng.uniform(30, 66, (68, 2)))
-    res = runner.invoke(app, ["data", "animate", "--src", str(stills), "--out", str(tmp_path / "anim"), "--n-videos",
-                              "1", "--n-frames", "3", "--width", "64", "--height", "64"])
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "animate",
+            "--src",
+            str(stills),
+            "--out",
+            str(tmp_path / "anim"),
+            "--n-videos",
+            "1",
+            "--n-frames",
+            "3",
+            "--width",
+            "64",
+            "--height",
+            "64",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert np.load(tmp_path / "anim" / "landmarks" / "anim_00000.npy").shape == (3, 68, 2)
 
     src = tmp_path / "syn" / "wflw_v"
-    res = runner.invoke(app, ["data", "wflw-v", "--out", str(tmp_path / "wv"), "--archive", str(src), "--lists-dir",
-                              str(src), "--workers", "1"])
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "wflw-v",
+            "--out",
+            str(tmp_path / "wv"),
+            "--archive",
+            str(src),
+            "--lists-dir",
+            str(src),
+            "--workers",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "ok=2" in res.output
 

@@ -64,8 +64,10 @@ def shards(raw, ray_local) -> tuple[Path, dict, dict[str, str]]:
 def test_report_counts_and_bad_items(shards) -> None:
     out, report, _ = shards
     assert {k: (v["kind"], v["rows"], v["sources"]) for k, v in report["splits"].items()} == {
-        "test": ("stills", 4, 4), "train": ("stills", 15, 15),
-        "video_easy": ("video", 10, 1), "video_hard": ("video", 10, 1),
+        "test": ("stills", 4, 4),
+        "train": ("stills", 15, 15),
+        "video_easy": ("video", 10, 1),
+        "video_hard": ("video", 10, 1),
     }
     assert [len(v["files"]) for v in report["splits"].values()] == [1, 2, 1, 1]  # rows_per_shard 8
     bad = {(b["stage"], b["split"], b["item"]): b["reason"] for b in report["bad_items"]}
@@ -81,8 +83,10 @@ def test_output_is_deterministic_and_replaced_atomically(shards) -> None:
     out, report, first = shards
     second = {p.relative_to(out).as_posix(): _sha(p) for p in sorted(out.rglob("*.parquet"))}
     assert second == first and len(first) == 5
-    assert [f["sha256"] for f in report["splits"]["train"]["files"]] == [first["train/part-00000.parquet"],
-                                                                         first["train/part-00001.parquet"]]
+    assert [f["sha256"] for f in report["splits"]["train"]["files"]] == [
+        first["train/part-00000.parquet"],
+        first["train/part-00001.parquet"],
+    ]
     assert not list(out.parent.glob(".tmp-*"))
     ids = read_split_table(out, "train", ["source_id"]).column("source_id").to_pylist()
     assert ids == sorted(ids) and "synth_000003.png" not in ids
@@ -135,13 +139,20 @@ def test_process_still_box_mode_crops_around_the_landmark_box(tmp_path) -> None:
     cv2.imwrite(str(path), img)
     lm = rng.uniform([60, 40], [170, 150], (68, 2))
     box = expand_box(np.concatenate([lm.min(0), lm.max(0)]), 1.1)
-    spec = {"path": str(path), "landmarks": lm.tolist(), "box": box.tolist(), "source_id": "afw/1_1",
-            "split": "train", "dataset": "300w"}
+    spec = {
+        "path": str(path),
+        "landmarks": lm.tolist(),
+        "box": box.tolist(),
+        "source_id": "afw/1_1",
+        "split": "train",
+        "dataset": "300w",
+    }
     row = process_still(spec, "png", 68)
     crop, affine = crop_face(img, box)
     np.testing.assert_array_equal(decode_image(row["image"]), crop)
-    np.testing.assert_array_equal(np.float32(row["landmarks"]).reshape(68, 2), apply_affine(affine, lm).astype(
-        np.float32))
+    np.testing.assert_array_equal(
+        np.float32(row["landmarks"]).reshape(68, 2), apply_affine(affine, lm).astype(np.float32)
+    )
     assert row["affine"] == affine.reshape(-1).tolist() and row["frame_index"] == -1
     spec_nan = {**spec, "landmarks": np.where(np.arange(136).reshape(68, 2) == 5, np.nan, lm).tolist()}
     with pytest.raises(DataError, match="NaN"):
@@ -164,8 +175,15 @@ def test_build_tasks_sorts_and_chunks_by_split(raw) -> None:
     cfg = preprocess_settings({"preprocess": {"stills_per_task": 6}})
     tasks, bad = build_tasks(load_prepared(raw), cfg)
     shape = [(t["kind"], t["items"][0]["split"], len(t["items"])) for t in tasks]
-    assert shape == [("stills", "test", 4), ("stills", "train", 6), ("stills", "train", 6), ("stills", "train", 3),
-                     ("video", "video_easy", 1), ("video", "video_easy", 1), ("video", "video_hard", 1)]
+    assert shape == [
+        ("stills", "test", 4),
+        ("stills", "train", 6),
+        ("stills", "train", 6),
+        ("stills", "train", 3),
+        ("video", "video_easy", 1),
+        ("video", "video_easy", 1),
+        ("video", "video_hard", 1),
+    ]
     assert [b["item"] for b in bad] == ["synth_000003.png"]  # the NaN line, found re-reading the annotations
 
 
@@ -174,8 +192,14 @@ def test_precropped_stills_pass_through_when_already_in_the_shard_codec(tmp_path
     path = tmp_path / "a.jpg"
     cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
     lm = np.full((98, 2), 100.0)
-    spec = {"path": str(path), "landmarks": lm.tolist(), "box": None, "source_id": "a.jpg", "split": "test",
-            "dataset": "wflw"}
+    spec = {
+        "path": str(path),
+        "landmarks": lm.tolist(),
+        "box": None,
+        "source_id": "a.jpg",
+        "split": "test",
+        "dataset": "wflw",
+    }
     assert process_still(spec, "jpeg", 98)["image"] == path.read_bytes()  # no second JPEG generation
     as_png = process_still(spec, "png", 98)
     np.testing.assert_array_equal(decode_image(as_png["image"]), cv2.imread(str(path))[..., ::-1])

@@ -33,17 +33,26 @@ from pipelines.shards import (
 def _image(seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = np.linspace(0, 255, 256, dtype=np.float64)
-    img = (base[None, :, None] * 0.5 + base[:, None, None] * 0.3 + rng.integers(0, 6, (256, 256, 3)))
+    img = base[None, :, None] * 0.5 + base[:, None, None] * 0.3 + rng.integers(0, 6, (256, 256, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _row(source: str, frame: int, seed: int, *, split: str = "video_easy", codec: str = "png",
-         n_landmarks: int = 5) -> dict:
+def _row(
+    source: str, frame: int, seed: int, *, split: str = "video_easy", codec: str = "png", n_landmarks: int = 5
+) -> dict:
     lm = np.random.default_rng(seed).uniform(0, 256, (n_landmarks, 2))
     affine = np.array([[2.0, 0.0, -10.0 - seed], [0.0, 2.0, -20.0]])
     box = np.array([5.0, 10.0, 5.0 + 106.0, 10.0 + 106.0 + seed])
-    return make_row(encode_image(_image(seed), codec), lm, affine, box, source_id=source, frame_index=frame,
-                    split=split, dataset="toy")
+    return make_row(
+        encode_image(_image(seed), codec),
+        lm,
+        affine,
+        box,
+        source_id=source,
+        frame_index=frame,
+        split=split,
+        dataset="toy",
+    )
 
 
 def _sha(path) -> str:
@@ -67,8 +76,16 @@ def test_png_round_trip_is_exact_and_jpeg_is_close() -> None:
 
 def test_make_row_layout_and_validation() -> None:
     lm = np.array([[1.5, 2.25], [3.0, 4.0]])
-    row = make_row(b"x", lm, np.array([[1, 0, 2], [0, 1, 3]]), np.array([0, 1, 2, 3]), source_id="a",
-                   frame_index=-1, split="train", dataset="d")
+    row = make_row(
+        b"x",
+        lm,
+        np.array([[1, 0, 2], [0, 1, 3]]),
+        np.array([0, 1, 2, 3]),
+        source_id="a",
+        frame_index=-1,
+        split="train",
+        dataset="d",
+    )
     assert row["landmarks"] == [1.5, 2.25, 3.0, 4.0] and row["affine"] == [1, 0, 2, 0, 1, 3]
     assert row["n_landmarks"] == 2 and row["schema_version"] == SCHEMA_VERSION
     assert rows_to_table([row]).schema.equals(SCHEMA)
@@ -77,8 +94,9 @@ def test_make_row_layout_and_validation() -> None:
     with pytest.raises(ValueError, match="landmarks"):
         make_row(b"x", bad, np.eye(2, 3), np.zeros(4), source_id="a", frame_index=0, split="t", dataset="d")
     with pytest.raises(ValueError, match="box"):
-        make_row(b"x", lm, np.eye(2, 3), np.array([0, 1, np.inf, 3]), source_id="a", frame_index=0, split="t",
-                 dataset="d")
+        make_row(
+            b"x", lm, np.eye(2, 3), np.array([0, 1, np.inf, 3]), source_id="a", frame_index=0, split="t", dataset="d"
+        )
 
 
 def test_writer_rolls_over_stills_and_keeps_videos_whole(tmp_path) -> None:
@@ -153,8 +171,9 @@ def test_iter_video_sequences_sorts_frames_and_checks_layout(tmp_path) -> None:
 def test_check_table_rejects_other_schema_versions() -> None:
     table = rows_to_table([_row("v", 0, 0)])
     check_table(table, "ok.parquet")
-    old = table.set_column(table.column_names.index("schema_version"), "schema_version",
-                           pa.array([SCHEMA_VERSION + 1], pa.int16()))
+    old = table.set_column(
+        table.column_names.index("schema_version"), "schema_version", pa.array([SCHEMA_VERSION + 1], pa.int16())
+    )
     with pytest.raises(ValueError, match="schema version"):
         check_table(old, "old.parquet")
     with pytest.raises(ValueError, match="missing columns"):

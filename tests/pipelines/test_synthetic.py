@@ -30,9 +30,24 @@ from pipelines.synthetic.generate import (
 
 # --- face model ----------------------------------------------------------------------------------------
 
-_IDN = fm.Identity(face_width=1.08, face_height=0.93, jaw_square=0.8, eye_size=1.1, eye_spacing=0.03,
-                   eye_tilt=0.05, eye_open=0.9, nose_length=1.1, nose_width=1.2, mouth_width=0.9, mouth_y=0.02,
-                   lip_thickness=1.3, brow_height=-0.03, brow_thickness=1.3, brow_arch=1.5, depth=1.1)
+_IDN = fm.Identity(
+    face_width=1.08,
+    face_height=0.93,
+    jaw_square=0.8,
+    eye_size=1.1,
+    eye_spacing=0.03,
+    eye_tilt=0.05,
+    eye_open=0.9,
+    nose_length=1.1,
+    nose_width=1.2,
+    mouth_width=0.9,
+    mouth_y=0.02,
+    lip_thickness=1.3,
+    brow_height=-0.03,
+    brow_thickness=1.3,
+    brow_arch=1.5,
+    depth=1.1,
+)
 _EX = fm.Expression(mouth_open=0.4, smile=0.6, brow_raise=0.5, blink_l=0.2, blink_r=0.2)
 
 
@@ -114,11 +129,19 @@ _BG = (0, 140, 0)
 def _controlled_render() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frontal face on a flat green background, fixed colours, no noise/blur/occluder."""
     app = rd.Appearance(
-        skin=np.array([205, 150, 120], np.float32), lip_upper=np.array([150, 25, 45], np.float32),
-        lip_lower=np.array([165, 30, 50], np.float32), hair=np.array([40, 30, 20], np.float32),
-        brow=np.array([30, 20, 15], np.float32), iris=np.array([70, 45, 25], np.float32),
-        sclera=np.array([240, 240, 235], np.float32), clothes=np.array([20, 20, 200], np.float32),
-        hair_style=1, hair_volume=0.5, hairline_height=0.5, hairline_part=0.0, lash=1.0,
+        skin=np.array([205, 150, 120], np.float32),
+        lip_upper=np.array([150, 25, 45], np.float32),
+        lip_lower=np.array([165, 30, 50], np.float32),
+        hair=np.array([40, 30, 20], np.float32),
+        brow=np.array([30, 20, 15], np.float32),
+        iris=np.array([70, 45, 25], np.float32),
+        sclera=np.array([240, 240, 235], np.float32),
+        clothes=np.array([20, 20, 200], np.float32),
+        hair_style=1,
+        hair_volume=0.5,
+        hairline_height=0.5,
+        hairline_part=0.0,
+        lash=1.0,
         texture=np.ones((16, 16), np.float32),
     )
     light = rd.Lighting(direction=np.array([0.0, 0.0, 1.0]), ambient=0.6, diffuse=0.45)
@@ -207,6 +230,7 @@ def test_smooth_signal_bounded_and_smooth() -> None:
 
 # --- videos --------------------------------------------------------------------------------------------
 
+
 def _speed(lm: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.diff(lm, axis=0), axis=-1).mean(-1)
 
@@ -227,8 +251,8 @@ def test_video_fast_motion_segment_is_faster() -> None:
     (seg,) = clip.segments
     a, b = int(seg["start"]), int(seg["end"])
     sp = _speed(clip.landmarks)  # sp[t] = displacement t -> t + 1
-    inside = sp[a - 1:b]
-    outside = np.concatenate([sp[:a - 1], sp[b:]])
+    inside = sp[a - 1 : b]
+    outside = np.concatenate([sp[: a - 1], sp[b:]])
     assert inside.max() > 3 * outside.max()
 
 
@@ -272,6 +296,7 @@ def test_render_video_rejects_bad_input() -> None:
 
 
 # --- dataset: formats and determinism ------------------------------------------------------------------
+
 
 def _digest(root: Path) -> dict[str, str]:
     out = {}
@@ -338,7 +363,8 @@ def test_generation_is_deterministic(tiny: tuple[Path, dict[str, Any]], tmp_path
     other = tmp_path / "other"
     generate_dataset(other, n_train=2, n_test=0, n_videos=0, n_frames=16, seed=12, progress=False)
     assert (other / "wflw" / "train" / "synth_000000.png").read_bytes() != (
-        root / "wflw" / "train" / "synth_000000.png").read_bytes()
+        root / "wflw" / "train" / "synth_000000.png"
+    ).read_bytes()
 
 
 def test_generate_dataset_rejects_bad_input(tmp_path: Path) -> None:

@@ -62,8 +62,9 @@ def check_dots(img: np.ndarray, pts: np.ndarray, radius: int, margin: int, tol: 
 def test_geometric_augmentation_moves_dots_and_landmarks_together(seed: int) -> None:
     pts = grid_landmarks()
     img = dot_image(pts)
-    cfg = AugmentConfig(flip_prob=0.5, rotate_prob=1, scale_prob=1, translate_prob=1, blur_prob=1,
-                        occlude_prob=0, color_prob=0)
+    cfg = AugmentConfig(
+        flip_prob=0.5, rotate_prob=1, scale_prob=1, translate_prob=1, blur_prob=1, occlude_prob=0, color_prob=0
+    )
     params = sample_params(np.random.default_rng(seed), cfg, SIZE, SIZE)
     out, out_pts = apply_params(img, pts, params, SIZE, PERM)
     assert params.angle_deg != 0 and params.scale != 1 and params.blur_sigma > 0
@@ -75,8 +76,17 @@ def test_augmentation_with_downscale_keeps_dots_on_landmarks(seed: int) -> None:
     """Warp at 256 px, then INTER_AREA to 64 px: x -> x / 4 - 3 / 8 keeps each dot on its landmark."""
     pts = grid_landmarks()
     img = dot_image(pts)
-    cfg = AugmentConfig(flip_prob=1, rotate_prob=1, scale_prob=1, translate_prob=1, blur_prob=0, occlude_prob=0,
-                        color_prob=0, min_scale=1.0, max_scale=1.1)
+    cfg = AugmentConfig(
+        flip_prob=1,
+        rotate_prob=1,
+        scale_prob=1,
+        translate_prob=1,
+        blur_prob=0,
+        occlude_prob=0,
+        color_prob=0,
+        min_scale=1.0,
+        max_scale=1.1,
+    )
     params = sample_params(np.random.default_rng(100 + seed), cfg, SIZE, 64)
     out, out_pts = apply_params(img, pts, params, 64, PERM)
     assert out.shape == (64, 64, 3)
@@ -130,8 +140,9 @@ def test_flip_needs_a_permutation() -> None:
         apply_params(img, np.zeros((5, 2)), AugmentParams(flip=True), 32, None)
     # augment() skips flips for layouts without a permutation
     pts = np.array([[3.0, 4.0], [10.0, 20.0]])
-    cfg = AugmentConfig(flip_prob=1, rotate_prob=0, scale_prob=0, translate_prob=0, blur_prob=0, occlude_prob=0,
-                        color_prob=0)
+    cfg = AugmentConfig(
+        flip_prob=1, rotate_prob=0, scale_prob=0, translate_prob=0, blur_prob=0, occlude_prob=0, color_prob=0
+    )
     _, out = augment(img, pts, np.random.default_rng(0), cfg, 32, None)
     np.testing.assert_allclose(out, pts)
 

@@ -21,13 +21,25 @@ def write_params(tmp_path: Path, data: dict) -> Path:
 
 
 def test_load_sections_and_overrides(tmp_path: Path) -> None:
-    params = write_params(tmp_path, {
-        "model": {"preset": "tiny", "image_size": 128, "heatmap_size": 32, "solver": {"max_nfe": 5}},
-        "train": {"epochs": 7, "lr": 0.002, "augment": {"flip_prob": 0.25}},
-        "data": {"source": "synthetic"},
-    })
-    cfg = load_train_config(params, ["train.lr=5e-4", "batch_size=4", "model.solver.tol=0.01",
-                                     "augment.blur_prob=0", "grad_mode=one_step", "train_max_nfe=3"])
+    params = write_params(
+        tmp_path,
+        {
+            "model": {"preset": "tiny", "image_size": 128, "heatmap_size": 32, "solver": {"max_nfe": 5}},
+            "train": {"epochs": 7, "lr": 0.002, "augment": {"flip_prob": 0.25}},
+            "data": {"source": "synthetic"},
+        },
+    )
+    cfg = load_train_config(
+        params,
+        [
+            "train.lr=5e-4",
+            "batch_size=4",
+            "model.solver.tol=0.01",
+            "augment.blur_prob=0",
+            "grad_mode=one_step",
+            "train_max_nfe=3",
+        ],
+    )
     assert (cfg.epochs, cfg.lr, cfg.batch_size) == (7, 5e-4, 4)
     assert (cfg.augment.flip_prob, cfg.augment.blur_prob) == (0.25, 0.0)
     m = cfg.model_config()
@@ -53,6 +65,9 @@ def test_errors_name_the_file_and_key(tmp_path: Path) -> None:
         TrainConfig(loss="l2")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not found"):
         load_train_config(tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match=r"train\.compile: true needs train\.bf16: false"):
+        TrainConfig().with_overrides(["compile=true"])  # bf16 defaults to true
+    assert TrainConfig().with_overrides(["compile=true", "bf16=false"]).compile
 
 
 def test_paths_resolve_against_the_root(tmp_path: Path) -> None:

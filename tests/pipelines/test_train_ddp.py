@@ -82,8 +82,9 @@ def test_two_worker_run_logs_registers_and_learns(ray_local: str, shards: Path, 
 
 def test_worker_crash_resumes_from_checkpoint_and_rerun_resumes(ray_local: str, shards: Path, tmp_path: Path) -> None:
     marker = tmp_path / "crashed.txt"
-    cfg = tiny_config(tmp_path, materialize_train=True, fail_at_epoch=2, fail_marker=str(marker), max_failures=1,
-                      registered_model="")
+    cfg = tiny_config(
+        tmp_path, materialize_train=True, fail_at_epoch=2, fail_marker=str(marker), max_failures=1, registered_model=""
+    )
     res = run_training(cfg, shards, tmp_path / "out", root=tmp_path)
     assert marker.read_text().startswith("rank 1 exited in epoch 2")
     assert res.start_epoch == 1  # the restarted worker group resumed from the epoch-1 checkpoint

@@ -81,8 +81,13 @@ class LocalCluster:
     def start_node(self, args: list[str], log: Path) -> None:
         """``ray start <args>`` in a new session (its GCS, raylet, agents and workers stay in that session)."""
         with open(log, "ab") as out:
-            proc = subprocess.Popen([str(BIN / "ray"), "start", *args], stdout=out, stderr=subprocess.STDOUT,
-                                    env=_clean_env(), start_new_session=True)
+            proc = subprocess.Popen(
+                [str(BIN / "ray"), "start", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_clean_env(),
+                start_new_session=True,
+            )
             self.sessions.append(proc.pid)
             try:
                 rc = proc.wait(timeout=START_TIMEOUT_S)
@@ -110,15 +115,32 @@ def two_node_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     temp_dir = tempfile.mkdtemp(prefix="rmn", dir="/tmp")  # short: unix socket paths must stay under ~107 chars
     port, dash = _free_port(), _free_port()
     cluster = LocalCluster(temp_dir, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}")
-    common = ["--num-cpus=1", '--resources={"trainer_slot": 1}', "--node-ip-address=127.0.0.1",
-              f"--temp-dir={temp_dir}", "--object-store-memory=200000000", "--disable-usage-stats"]
+    common = [
+        "--num-cpus=1",
+        '--resources={"trainer_slot": 1}',
+        "--node-ip-address=127.0.0.1",
+        f"--temp-dir={temp_dir}",
+        "--object-store-memory=200000000",
+        "--disable-usage-stats",
+    ]
     log = tmp_path / "ray_start.log"
     try:
-        cluster.start_node(["--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                            f"--dashboard-port={dash}", f"--ray-client-server-port={_free_port()}",
-                            f"--dashboard-agent-listen-port={_free_port()}", *common], log)
-        cluster.start_node([f"--address={cluster.address}", f"--dashboard-agent-listen-port={_free_port()}",
-                            *common], log)
+        cluster.start_node(
+            [
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dash}",
+                f"--ray-client-server-port={_free_port()}",
+                f"--dashboard-agent-listen-port={_free_port()}",
+                *common,
+            ],
+            log,
+        )
+        cluster.start_node(
+            [f"--address={cluster.address}", f"--dashboard-agent-listen-port={_free_port()}", *common], log
+        )
         yield cluster
     finally:
         survivors = cluster.stop()
@@ -128,8 +150,14 @@ def two_node_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 def _cluster_nodes(cluster: LocalCluster) -> list[dict[str, object]]:
     """Alive nodes of the cluster from the state API (``ray list nodes``), through the dashboard."""
-    out = subprocess.run([str(BIN / "ray"), "list", "nodes", "--format=json", f"--address={cluster.dashboard}"],
-                         env=_clean_env(), capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [str(BIN / "ray"), "list", "nodes", "--format=json", f"--address={cluster.dashboard}"],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return [n for n in json.loads(out.stdout) if n["state"] == "ALIVE"]
 
 
@@ -139,11 +167,20 @@ def test_resources_per_worker_reach_the_scaling_config() -> None:
     assert trainer.scaling_config.resources_per_worker == {"trainer_slot": 1, "CPU": 0.25}
     assert TrainConfig().with_overrides(["resources_per_worker.slot_b=2"]).resources_per_worker == {"slot_b": 2}
     assert ray_run_name(cfg, "data") == ray_run_name(TrainConfig(), "data")  # placement is not the trajectory
-    gpu = build_trainer(TrainConfig(use_gpu=True, gpus_per_worker=0.5, resources_per_worker={"a": 1}), {},
-                        name="x", steps=1, mlflow_run_id=None)
+    gpu = build_trainer(
+        TrainConfig(use_gpu=True, gpus_per_worker=0.5, resources_per_worker={"a": 1}),
+        {},
+        name="x",
+        steps=1,
+        mlflow_run_id=None,
+    )
     assert gpu.scaling_config.resources_per_worker == {"a": 1, "CPU": 0.5, "GPU": 0.5}
-    for bad, message in (("{CPU: 1}", "cpus_per_worker"), ("{x: -1}", r"\.x: expected a number >= 0"),
-                         ("{x: abc}", r"\.x: expected a number"), ("3", "must be a mapping")):
+    for bad, message in (
+        ("{CPU: 1}", "cpus_per_worker"),
+        ("{x: -1}", r"\.x: expected a number >= 0"),
+        ("{x: abc}", r"\.x: expected a number"),
+        ("3", "must be a mapping"),
+    ):
         with pytest.raises(ValueError, match=message):
             TrainConfig().with_overrides([f"resources_per_worker={bad}"])
 
@@ -159,19 +196,55 @@ def test_ldeq_train_spans_two_nodes_through_ray_address(two_node_cluster: LocalC
 
     shards = write_tiny_shards(tmp_path / "shards", n_train=32, n_val=8)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        "model": TINY_MODEL,
-        "train": {"run_name": "multinode", "batch_size": 8, "val_batch_size": 8, "lr": 3e-3, "warmup_epochs": 0.5,
-                  "train_max_nfe": 2, "materialize_train": True, "mlflow_uri": "", "registered_model": ""},
-    }))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "model": TINY_MODEL,
+                "train": {
+                    "run_name": "multinode",
+                    "batch_size": 8,
+                    "val_batch_size": 8,
+                    "lr": 3e-3,
+                    "warmup_epochs": 0.5,
+                    "train_max_nfe": 2,
+                    "materialize_train": True,
+                    "mlflow_uri": "",
+                    "registered_model": "",
+                },
+            }
+        )
+    )
     storage = tmp_path / "shared" / "ray_results"  # one file system for both "nodes" here; shared path in general
-    cmd = [str(BIN / "ldeq"), "train", "--params", str(params), "--shards", str(shards), "--out", str(tmp_path / "out"),
-           "--no-register", "--set", "num_workers=2", "--set", "cpus_per_worker=0.5",
-           "--set", "resources_per_worker={trainer_slot: 1}", "--set", "epochs=2",
-           "--set", f"storage_path={storage}"]
+    cmd = [
+        str(BIN / "ldeq"),
+        "train",
+        "--params",
+        str(params),
+        "--shards",
+        str(shards),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-register",
+        "--set",
+        "num_workers=2",
+        "--set",
+        "cpus_per_worker=0.5",
+        "--set",
+        "resources_per_worker={trainer_slot: 1}",
+        "--set",
+        "epochs=2",
+        "--set",
+        f"storage_path={storage}",
+    ]
     t1 = time.monotonic()
-    run = subprocess.run(cmd, cwd=tmp_path, env=_clean_env(RAY_ADDRESS=two_node_cluster.address),
-                         capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S)
+    run = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env=_clean_env(RAY_ADDRESS=two_node_cluster.address),
+        capture_output=True,
+        text=True,
+        timeout=TRAIN_TIMEOUT_S,
+    )
     t_train = time.monotonic() - t1
     assert run.returncode == 0, f"ldeq train failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
     assert "2 epochs" in run.stdout and "on 2 workers" in run.stdout
@@ -185,5 +258,7 @@ def test_ldeq_train_spans_two_nodes_through_ray_address(two_node_cluster: LocalC
     assert (tmp_path / "out" / "plots" / "train_curves.csv").read_text().count("\n") == 3  # header + 2 epochs
     runs = list(storage.glob("multinode-*"))
     assert len(runs) == 1 and list(runs[0].glob("checkpoint_*")), "no checkpoint in the shared storage path"
-    print(f"\nworker node ids (rank order): {workers}; test body {time.monotonic() - t0:.1f} s "
-          f"(ray list nodes {t_nodes:.1f} s, ldeq train {t_train:.1f} s)")
+    print(
+        f"\nworker node ids (rank order): {workers}; test body {time.monotonic() - t0:.1f} s "
+        f"(ray list nodes {t_nodes:.1f} s, ldeq train {t_train:.1f} s)"
+    )

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
 def test_two_trial_lr_sweep(ray_local: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shards = write_tiny_shards(tmp_path / "shards", n_train=32, n_val=8)
     cfg = tiny_config(tmp_path, materialize_train=True, epochs=1)
-    sweep = SweepConfig(name="lr-grid", space={"lr": {"grid": [0.001, 0.004]}}, grace_period=1,
-                        out_dir=str(tmp_path / "sweeps"))
+    sweep = SweepConfig(
+        name="lr-grid", space={"lr": {"grid": [0.001, 0.004]}}, grace_period=1, out_dir=str(tmp_path / "sweeps")
+    )
     res = run_sweep(cfg, sweep, shards, root=tmp_path)
 
     assert sorted(r["lr"] for r in res.rows) == [0.001, 0.004]

@@ -30,16 +30,16 @@ def _faststart(data: bytes) -> bytes:
     """Move the mp4 'moov' atom before 'mdat' (as in streamed downloads), shifting chunk offsets."""
     atoms, i = [], 0
     while i < len(data):
-        size, kind = struct.unpack(">I4s", data[i:i + 8])
-        atoms.append((kind, data[i:i + size]))
+        size, kind = struct.unpack(">I4s", data[i : i + 8])
+        atoms.append((kind, data[i : i + size]))
         i += size
     moov = bytearray(next(a for k, a in atoms if k == b"moov"))
     j = moov.find(b"stco")
     while j != -1:
-        (n,) = struct.unpack(">I", moov[j + 8:j + 12])
+        (n,) = struct.unpack(">I", moov[j + 8 : j + 12])
         for k in range(n):
             p = j + 12 + 4 * k
-            moov[p:p + 4] = struct.pack(">I", struct.unpack(">I", moov[p:p + 4])[0] + len(moov))
+            moov[p : p + 4] = struct.pack(">I", struct.unpack(">I", moov[p : p + 4])[0] + len(moov))
         j = moov.find(b"stco", j + 4)
     rest = [a for k, a in atoms if k != b"moov"]
     return rest[0] + bytes(moov) + b"".join(rest[1:])

@@ -36,7 +36,16 @@ def test_shipped_lists_match_published_facts() -> None:
     assert any(v.startswith("-") for v in lists.easy) and any(v.startswith("-") for v in lists.hard)
     lengths = Counter(r.n_frames for r in lists.ranges.values())
     assert lengths == {
-        120: 110, 121: 42, 125: 7, 126: 323, 142: 1, 146: 1, 147: 1, 149: 9, 150: 307, 151: 199,
+        120: 110,
+        121: 42,
+        125: 7,
+        126: 323,
+        142: 1,
+        146: 1,
+        147: 1,
+        149: 9,
+        150: 307,
+        151: 199,
     }
     assert min(r.start for r in lists.ranges.values()) == 0
     assert max(r.start for r in lists.ranges.values()) == 6494
@@ -101,9 +110,7 @@ def test_load_from_dir_roundtrip(tmp_path: Path) -> None:
         ("aa bb\n", "cc\n", "aa 0 1\n", "one video id per line"),
     ],
 )
-def test_invalid_lists_raise_with_file_name(
-    tmp_path: Path, easy: str, hard: str, ranges: str, message: str
-) -> None:
+def test_invalid_lists_raise_with_file_name(tmp_path: Path, easy: str, hard: str, ranges: str, message: str) -> None:
     d = _write_lists(tmp_path / "lists", easy, hard, ranges)
     with pytest.raises(ValueError, match=message) as info:
         load_lists_from_dir(d)

@@ -32,8 +32,16 @@ def render_face(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     lms = (shape @ rot.T) * scale + centre
     img = np.full((256, 256, 3), 30, np.uint8)
     img += rng.integers(0, 20, size=img.shape, dtype=np.uint8)
-    cv2.ellipse(img, (int(centre[0]), int(centre[1] + 0.45 * scale)), (int(1.1 * scale), int(1.35 * scale)),
-                float(np.rad2deg(angle)), 0, 360, (90, 70, 60), -1)
+    cv2.ellipse(
+        img,
+        (int(centre[0]), int(centre[1] + 0.45 * scale)),
+        (int(1.1 * scale), int(1.35 * scale)),
+        float(np.rad2deg(angle)),
+        0,
+        360,
+        (90, 70, 60),
+        -1,
+    )
     for x, y in lms:
         cv2.circle(img, (round(x * 4), round(y * 4)), 8, (250, 240, 200), -1, lineType=cv2.LINE_AA, shift=2)
     return img, lms.astype(np.float32)
@@ -47,9 +55,18 @@ def write_tiny_shards(root: Path, n_train: int = 64, n_val: int = 16, seed: int 
         rows = []
         for i in range(n):
             img, lms = render_face(rng)
-            rows.append(make_row(encode_image(img, "png"), lms, np.array([[1.0, 0, 0], [0, 1.0, 0]]),
-                                 np.array([0.0, 0.0, 255.0, 255.0]), source_id=f"dots_{split}_{i:04d}",
-                                 frame_index=-1, split=split, dataset="synthetic"))
+            rows.append(
+                make_row(
+                    encode_image(img, "png"),
+                    lms,
+                    np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+                    np.array([0.0, 0.0, 255.0, 255.0]),
+                    source_id=f"dots_{split}_{i:04d}",
+                    frame_index=-1,
+                    split=split,
+                    dataset="synthetic",
+                )
+            )
         writer.write(rows_to_table(rows))
         writer.close()
     return root

@@ -89,7 +89,11 @@ def test_inference_settings_reach_the_policy_and_reject_typos(tmp_path: Path) ->
     s = load_settings(str(params))
     resolved = s.inference.policy().resolve("cpu")  # CPU fallback of a CUDA-only request, with the reasons
     assert (resolved.precision, resolved.cuda_graphs, s.batch.prepare_threads, s.batch.read_ahead) == (
-        "fp32", False, 3, True)
+        "fp32",
+        False,
+        3,
+        True,
+    )
     assert (resolved.compile, resolved.dynamic_batch, s.inference.warmup) == (True, False, True)
     assert "tf32 requested on a CPU" in resolved.describe()
     with pytest.raises(ValueError, match="precison"):
