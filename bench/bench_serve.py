@@ -631,6 +631,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             import httpx
 
             model = httpx.get(f"{svc.url}/v1/model", timeout=60).json()
+            print("inference path:", json.dumps(model.get("inference")), flush=True)
             n = video.n_frames
             warm, _ = (
                 run_clients(svc.url, parts, n, 1, args.warmup, timeout=args.timeout, data=data)

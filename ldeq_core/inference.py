@@ -1,20 +1,20 @@
-"""The inference fast path: numeric precision, memory format and CUDA-graph capture of the RwR step.
+"""The inference fast path: numeric precision, memory format, torch.compile and CUDA-graph capture of the RwR step.
 
-:class:`InferencePolicy` says how a model runs at inference; ``precision="auto"`` picks, per device, the fastest
-setting that passed the accuracy-parity check of ``bench/bench_inference.py`` (landmarks within 0.1 px at 256 px
-of the fp32 eager result on a trained model, BENCHMARKS.md section 8/9):
+:class:`InferencePolicy` says how a model runs at inference; ``precision="auto"`` / ``compile=None`` pick, per
+device, the fastest setting that passed the accuracy-parity check of ``bench/bench_inference.py`` (landmarks within
+0.1 px at 256 px of the fp32 eager result on a trained model; BENCHMARKS.md sections 9 and 13):
 
-* CUDA (compute capability >= 8.0): TF32 matmuls and convolutions, contiguous (NCHW) memory format, and the
-  fixed-budget RwR step captured once per (budget, batch bucket) as a CUDA graph (batches are zero-padded up to
-  the bucket). Measured on an H100 (BENCHMARKS.md section 9): TF32 is 4.7x fp32 at batch 256 and passes parity
-  (0.04 px) on the trained 300-W paper model; channels_last is 23 % slower than NCHW in TF32; the graph is 2x at
-  batch 1 and neutral at large batches.
-* CPU, or older GPUs: plain fp32, eager (the fallback; CUDA graphs and TF32 do not exist there).
+* CUDA (compute capability >= 8.0): fp16 autocast, contiguous (NCHW) memory format, the fixed-budget RwR step
+  compiled with ``torch.compile`` (inductor; the batch dimension dynamic, so one compilation serves every batch
+  bucket >= 2) and captured once per (budget, batch bucket) as a CUDA graph (batches are zero-padded up to the
+  bucket). Measured on an H100 with the trained 300-W paper model: 1.38 ms/frame at batch 1, 10x fp32 eager at
+  batch 8 and 256, within 0.026 px of fp32; bf16 fails parity (0.10-0.43 px), channels_last is not faster.
+* Older GPUs: fp32 with the CUDA graph (and compile from sm70).
+* CPU: plain fp32, eager (the fallback; compile is available on request, CUDA graphs and TF32 do not exist there).
 
-bf16 is available on request but is not the default: it failed parity on a trained model (0.17-0.99 px).
-
-:class:`InferenceEngine` applies a policy to one model: ``full_solve`` (the model's own solver, any options) and
-``fixed_steps`` (exactly ``nfe`` cell evaluations from a warm start, the RwR hot path).
+:class:`InferenceEngine` applies a policy to one model: ``full_solve`` (the model's own solver, any options, eager
+under the policy's precision), ``fixed_steps`` (exactly ``nfe`` cell evaluations from a warm start, the RwR hot
+path) and ``warmup`` (compile and capture ahead of the first request).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ class InferencePolicy:
     """Requested inference settings; ``None`` / ``"auto"`` fields are decided per device by :meth:`resolve`."""
 
     precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
-    channels_last: bool | None = None  # None: off (measured slower in TF32 on an H100)
+    channels_last: bool | None = None  # None: off (measured slower or no faster on an H100, BENCHMARKS 9 and 13)
     cuda_graphs: bool | None = None  # None: on with CUDA
-    compile: bool | None = None  # None: on with CUDA (torch.compile of the RwR step; Triton needs a GPU to pay off)
+    compile: bool | None = None  # None: on with CUDA sm70+ (torch.compile of the RwR step), off on CPU
     dynamic_batch: bool = True  # compile once for every batch bucket >= 2 (False: one compilation per bucket)
     graph_batches: tuple[int, ...] = DEFAULT_GRAPH_BATCHES
 
@@ -73,9 +73,9 @@ class InferencePolicy:
         cuda = dev.type == "cuda"
         notes: list[str] = []
         precision: Precision
+        major = torch.cuda.get_device_capability(dev)[0] if cuda else 0
         if self.precision == "auto":
-            ampere = cuda and torch.cuda.get_device_capability(dev)[0] >= 8
-            precision = "fp16" if ampere else "fp32"
+            precision = "fp16" if major >= 8 else "fp32"
         elif self.precision == "tf32" and not cuda:
             precision = "fp32"
             notes.append("tf32 requested on a CPU: fp32")
@@ -86,7 +86,7 @@ class InferencePolicy:
             graphs = False
             notes.append("CUDA graphs requested without CUDA: eager")
         cl = False if self.channels_last is None else bool(self.channels_last)
-        compiled = cuda if self.compile is None else bool(self.compile)
+        compiled = major >= 7 if self.compile is None else bool(self.compile)  # inductor's Triton needs sm70+
         return ResolvedPolicy(
             dev.type, precision, cl, graphs, compiled, self.dynamic_batch, self.graph_batches, tuple(notes)
         )

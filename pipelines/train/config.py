@@ -62,7 +62,7 @@ class TrainConfig:
     # hardware
     bf16: bool = True  # bf16 autocast, GPU only
     channels_last: bool = False
-    compile: bool = False  # torch.compile the DEQ cell (nn.Module.compile: state-dict keys unchanged)
+    compile: bool = False  # torch.compile the DEQ cell (nn.Module.compile: state-dict keys unchanged); needs bf16 false
     seed: int = 0
     num_workers: int = 2
     use_gpu: bool = False
@@ -105,6 +105,13 @@ class TrainConfig:
             raise ValueError(f"train.data_threads must be >= 0 or null (0, null: auto), got {self.data_threads}")
         if self.prefetch_batches < 0:
             raise ValueError(f"train.prefetch_batches must be >= 0 (0: no prefetch), got {self.prefetch_batches}")
+        if self.compile and self.bf16:
+            # H100, torch 2.13: the inductor-compiled cell under bf16 autocast gives NaN gradients from the second
+            # step (eager bf16 and compiled fp32/TF32 stay finite; bench/gpu/train_compile_check.py, BENCHMARKS 13).
+            raise ValueError(
+                "train.compile: true needs train.bf16: false (compiled bf16 training gave NaN gradients on an H100; "
+                "compiled fp32/TF32 is finite and the fastest measured step, BENCHMARKS.md section 13)"
+            )
         if self.max_failures < -1:
             raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
         if self.nme_norm not in ("inter_ocular", "face"):

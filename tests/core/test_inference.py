@@ -33,9 +33,13 @@ def test_auto_policy_on_cpu_is_plain_fp32_eager_and_cuda_features_fall_back_with
     assert "static batch" in InferencePolicy(compile=True, dynamic_batch=False).resolve("cpu").describe()
 
 
-@pytest.mark.parametrize(("capability", "expected"), [((9, 0), ("fp16", True, True)), ((7, 5), ("fp32", True, True))])
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [((9, 0), ("fp16", True, True)), ((7, 5), ("fp32", True, True)), ((6, 1), ("fp32", False, True))],
+)
 def test_auto_policy_on_cuda_depends_on_the_compute_capability(monkeypatch, capability, expected) -> None:
-    """sm80+ gets the measured fastest parity-passing path (fp16 + compile + graphs); older GPUs fp32."""
+    """sm80+ gets the measured fastest parity-passing path (fp16 + compile + graphs); older GPUs fp32, compiled from
+    sm70 (inductor's Triton kernels need it)."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     got = InferencePolicy().resolve("cuda")
     assert (got.precision, got.compile, got.cuda_graphs) == expected and not got.channels_last
@@ -163,9 +167,9 @@ def test_tracker_rejects_an_engine_of_another_model(model: LandmarkDEQ) -> None:
 
 
 @pytest.mark.parametrize("groups", [1, 4])
-def test_group_norm_paths_equal_aten_group_norm(groups: int) -> None:
+def test_group_norm_by_reduction_equals_aten_group_norm(groups: int) -> None:
     """The small-batch CUDA GroupNorm path is the same function as F.group_norm (checked here on a CPU)."""
-    from ldeq_core.layers import GroupNorm, group_norm_by_channel_stats, group_norm_by_reduction
+    from ldeq_core.layers import GroupNorm, group_norm_by_reduction
 
     torch.manual_seed(0)
     x = torch.randn(3, 8, 5, 7) * 3 + 1
@@ -176,10 +180,5 @@ def test_group_norm_paths_equal_aten_group_norm(groups: int) -> None:
     ref = torch.nn.functional.group_norm(x, groups, gn.weight, gn.bias, gn.eps)
     got = group_norm_by_reduction(x, groups, gn.weight, gn.bias, gn.eps)
     assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5)
-    # two-stage statistics: channels with different means (the between-channel variance term matters)
-    x2 = x + torch.arange(8.0).view(1, 8, 1, 1) * 2
-    got2 = group_norm_by_channel_stats(x2, groups, gn.weight, gn.bias, gn.eps)
-    ref2 = torch.nn.functional.group_norm(x2, groups, gn.weight, gn.bias, gn.eps)
-    assert torch.allclose(got2, ref2, atol=1e-5, rtol=1e-5)
     assert torch.equal(gn(x), ref)  # on a CPU the module keeps ATen's kernel
     assert isinstance(gn, torch.nn.GroupNorm) and set(gn.state_dict()) == {"weight", "bias"}

@@ -66,6 +66,15 @@ def test_health_model_and_openapi(service: Service) -> None:
     assert info["source"] == {"kind": "checkpoint", "path": str(service.checkpoint)}
     assert info["metrics"] == {"val_nme_inter_ocular": 12.5} and info["trained"] is True
     assert info["crop_size"] == 64 and info["config"]["image_size"] == 64 and info["n_landmarks"] == 98
+    # the replica's inference path: the CPU fallback (no compile, no graphs, so nothing to warm up)
+    inference = info["inference"]
+    assert (inference["device"], inference["precision"], inference["compile"], inference["cuda_graphs"]) == (
+        "cpu",
+        "fp32",
+        False,
+        False,
+    )
+    assert inference["warmup"]["buckets"] == [] and inference["warmup"]["seconds"] >= 0
 
 
 def test_score_with_boxes_and_ground_truth(service: Service, media: dict[str, Any]) -> None:
