@@ -8,7 +8,8 @@ device, the fastest setting that passed the accuracy-parity check of ``bench/ben
   compiled with ``torch.compile`` (inductor; the batch dimension dynamic, so one compilation serves every batch
   bucket >= 2) and captured once per (budget, batch bucket) as a CUDA graph (batches are zero-padded up to the
   bucket). Measured on an H100 with the trained 300-W paper model: 1.38 ms/frame at batch 1, 10x fp32 eager at
-  batch 8 and 256, within 0.026 px of fp32; bf16 fails parity (0.10-0.43 px), channels_last is not faster.
+  batch 8 and 256 (34.9 % of the bf16 peak), within 0.026 px of fp32; bf16 fails parity (0.10-0.43 px),
+  channels_last is not faster.
 * Older GPUs: fp32 with the CUDA graph (and compile from sm70).
 * CPU: plain fp32, eager (the fallback; compile is available on request, CUDA graphs and TF32 do not exist there).
 
