@@ -62,7 +62,17 @@ MANIFEST_NAME = "manifest.csv"
 TMP_DIRNAME = ".tmp"
 PARTIAL_SUFFIX = ".partial.mp4"
 MANIFEST_COLUMNS = (
-    "id", "split", "start", "end", "n_frames", "status", "reason", "width", "height", "fps", "sha256",
+    "id",
+    "split",
+    "start",
+    "end",
+    "n_frames",
+    "status",
+    "reason",
+    "width",
+    "height",
+    "fps",
+    "sha256",
 )
 Status = Literal["ok", "skipped_existing", "unavailable", "invalid"]
 STATUSES: tuple[Status, ...] = ("ok", "skipped_existing", "unavailable", "invalid")
@@ -70,9 +80,17 @@ USABLE_STATUSES = frozenset({"ok", "skipped_existing"})
 
 # yt-dlp error texts that will not change on a retry (lower case substrings).
 _PERMANENT_ERRORS = (
-    "http error 404", "http error 410", "video unavailable", "private video", "has been removed",
-    "account associated with this video has been terminated", "this video is not available",
-    "unsupported url", "members-only", "confirm your age", "is not a valid url",
+    "http error 404",
+    "http error 410",
+    "video unavailable",
+    "private video",
+    "has been removed",
+    "account associated with this video has been terminated",
+    "this video is not available",
+    "unsupported url",
+    "members-only",
+    "confirm your age",
+    "is not a valid url",
 )
 _ID_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -100,6 +118,7 @@ class ManifestRow:
 
     def to_record(self) -> dict[str, str]:
         """CSV cells keyed by column name."""
+
         def cell(v: object) -> str:
             if v is None:
                 return ""
@@ -112,6 +131,7 @@ class ManifestRow:
     @classmethod
     def from_record(cls, rec: Mapping[str, str], source: str) -> ManifestRow:
         """Parse one CSV record; ``source`` names the file in error messages."""
+
         def opt_int(key: str) -> int | None:
             v = (rec.get(key) or "").strip()
             return int(v) if v else None
@@ -122,9 +142,16 @@ class ManifestRow:
         try:
             fps_s = (rec.get("fps") or "").strip()
             return cls(
-                id=rec["id"], split=rec.get("split") or "", start=opt_int("start"), end=opt_int("end"),
-                status=status, reason=rec.get("reason") or "", n_frames=opt_int("n_frames"),
-                width=opt_int("width"), height=opt_int("height"), fps=float(fps_s) if fps_s else None,
+                id=rec["id"],
+                split=rec.get("split") or "",
+                start=opt_int("start"),
+                end=opt_int("end"),
+                status=status,
+                reason=rec.get("reason") or "",
+                n_frames=opt_int("n_frames"),
+                width=opt_int("width"),
+                height=opt_int("height"),
+                fps=float(fps_s) if fps_s else None,
                 sha256=rec.get("sha256") or "",
             )
         except (KeyError, ValueError) as e:
@@ -149,8 +176,7 @@ class Manifest:
                 reader = csv.DictReader(f)
                 if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
                     raise ValueError(
-                        f"{m.path}: unexpected manifest header {reader.fieldnames}, "
-                        f"expected {MANIFEST_COLUMNS}"
+                        f"{m.path}: unexpected manifest header {reader.fieldnames}, expected {MANIFEST_COLUMNS}"
                     )
                 for rec in reader:
                     row = ManifestRow.from_record(rec, str(m.path))
@@ -326,9 +352,7 @@ def _check_member_name(archive: Path, name: str, root: Path) -> None:
         target = (root / name).resolve()
         bad = not target.is_relative_to(root)
     if bad:
-        raise ValueError(
-            f"{archive}: member {name!r} would be written outside the target folder; refusing to unpack"
-        )
+        raise ValueError(f"{archive}: member {name!r} would be written outside the target folder; refusing to unpack")
 
 
 def safe_extract(archive: Path, dest: Path) -> None:
@@ -346,9 +370,7 @@ def safe_extract(archive: Path, dest: Path) -> None:
             for info in infos:
                 _check_member_name(archive, info.filename, root)
                 if stat.S_ISLNK(info.external_attr >> 16):
-                    raise ValueError(
-                        f"{archive}: member {info.filename!r} is a symbolic link; refusing to unpack"
-                    )
+                    raise ValueError(f"{archive}: member {info.filename!r} is a symbolic link; refusing to unpack")
             zf.extractall(root)
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
@@ -356,9 +378,7 @@ def safe_extract(archive: Path, dest: Path) -> None:
             for m in members:
                 _check_member_name(archive, m.name, root)
                 if not (m.isfile() or m.isdir()):
-                    raise ValueError(
-                        f"{archive}: member {m.name!r} is a link or special file; refusing to unpack"
-                    )
+                    raise ValueError(f"{archive}: member {m.name!r} is a link or special file; refusing to unpack")
             if hasattr(tarfile, "data_filter"):
                 tf.extractall(root, members=members, filter="data")
             else:  # pragma: no cover - Python < 3.11.4; members were checked above
@@ -383,7 +403,8 @@ def _find_named_dir(root: Path, name: str, source: str) -> Path | None:
 
 def _id_files(folder: Path, suffix: str) -> dict[str, Path]:
     return {
-        p.stem: p for p in sorted(folder.glob(f"*{suffix}"))
+        p.stem: p
+        for p in sorted(folder.glob(f"*{suffix}"))
         if p.is_file() and not p.name.startswith(".") and _ID_SAFE.fullmatch(p.stem)
     }
 
@@ -512,9 +533,7 @@ def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWrit
     return writer
 
 
-def cut_window(
-    src: Path, dst: Path, window: FrameRange, *, stop: threading.Event | None = None
-) -> ClipInfo:
+def cut_window(src: Path, dst: Path, window: FrameRange, *, stop: threading.Event | None = None) -> ClipInfo:
     """Write frames ``window.start..window.end`` (inclusive, 0-based) of ``src`` to ``dst``, same fps/size.
 
     Frames are decoded sequentially (no seeking, which is frame-inexact). A stream that ends before
@@ -694,9 +713,16 @@ def _acquire_one(vid: str, ctx: _Context) -> ManifestRow:
 
     def row(status: Status, reason: str = "", info: ClipInfo | None = None) -> ManifestRow:
         return ManifestRow(
-            id=vid, split=ctx.lists.split_of(vid), start=window.start, end=window.end, status=status,
-            reason=reason, n_frames=info.n_frames if info else None, width=info.width if info else None,
-            height=info.height if info else None, fps=info.fps if info else None,
+            id=vid,
+            split=ctx.lists.split_of(vid),
+            start=window.start,
+            end=window.end,
+            status=status,
+            reason=reason,
+            n_frames=info.n_frames if info else None,
+            width=info.width if info else None,
+            height=info.height if info else None,
+            fps=info.fps if info else None,
             sha256=info.sha256 if info else "",
         )
 
@@ -858,12 +884,15 @@ def acquire_from_youtube(
             install_annotations(annotations, out_root, retries=retries, backoff_s=backoff_s)
         manifest = Manifest.load(out_root / MANIFEST_NAME, order=lists.ids)
         stop = threading.Event()
-        ctx = _Context(
-            out_root, lists, url_template, retries, backoff_s, format_spec, dict(ydl_options or {}), stop
-        )
+        ctx = _Context(out_root, lists, url_template, retries, backoff_s, format_spec, dict(ydl_options or {}), stop)
         rows = _run_parallel(
-            selected, lambda vid: _acquire_one(vid, ctx), manifest,
-            workers=workers, stop=stop, desc="WFLW-V download", progress=progress,
+            selected,
+            lambda vid: _acquire_one(vid, ctx),
+            manifest,
+            workers=workers,
+            stop=stop,
+            desc="WFLW-V download",
+            progress=progress,
         )
         manifest.save()
     finally:
@@ -906,9 +935,14 @@ def validate_clip(out_root: Path, vid: str, lists: WflwVLists, *, in_source: boo
         else:
             status, reason = "ok", _frame_warning(clip.landmarks, w, h)
     return ManifestRow(
-        **base, status=status, reason=reason, n_frames=info.n_frames if info else None,
-        width=info.width if info else None, height=info.height if info else None,
-        fps=info.fps if info else None, sha256=info.sha256 if info else "",
+        **base,
+        status=status,
+        reason=reason,
+        n_frames=info.n_frames if info else None,
+        width=info.width if info else None,
+        height=info.height if info else None,
+        fps=info.fps if info else None,
+        sha256=info.sha256 if info else "",
     )
 
 
@@ -958,8 +992,13 @@ def acquire_from_archive(
         manifest = Manifest.load(out_root / MANIFEST_NAME, order=lists.ids)
         todo = list(lists.ids) + sorted(present - set(lists.ids))
         rows = _run_parallel(
-            todo, lambda vid: validate_clip(out_root, vid, lists, in_source=vid in present), manifest,
-            workers=workers, stop=threading.Event(), desc="WFLW-V validate", progress=progress,
+            todo,
+            lambda vid: validate_clip(out_root, vid, lists, in_source=vid in present),
+            manifest,
+            workers=workers,
+            stop=threading.Event(),
+            desc="WFLW-V validate",
+            progress=progress,
         )
         manifest.save()
     finally:
@@ -1015,16 +1054,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.ids_file:
                     ids += [ln.strip() for ln in args.ids_file.read_text().splitlines() if ln.strip()]
             summary = acquire_from_youtube(
-                args.out, args.annotations, url_template=args.url_template, ids=ids,
-                max_videos=args.max_videos, workers=args.workers, retries=args.retries,
-                backoff_s=args.backoff, split=args.split, lists=lists, format_spec=args.format,
+                args.out,
+                args.annotations,
+                url_template=args.url_template,
+                ids=ids,
+                max_videos=args.max_videos,
+                workers=args.workers,
+                retries=args.retries,
+                backoff_s=args.backoff,
+                split=args.split,
+                lists=lists,
+                format_spec=args.format,
                 ydl_options={"cookiefile": str(args.cookies)} if args.cookies else None,
                 progress=not args.no_progress,
             )
         else:
             summary = acquire_from_archive(
-                args.out, args.archive, lists=lists, workers=args.workers, retries=args.retries,
-                backoff_s=args.backoff, progress=not args.no_progress,
+                args.out,
+                args.archive,
+                lists=lists,
+                workers=args.workers,
+                retries=args.retries,
+                backoff_s=args.backoff,
+                progress=not args.no_progress,
             )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -49,8 +49,20 @@ class AnimParams:
     box_jitter: float = 0.0  # per-frame box centre/scale noise (std, fraction of box size)
 
     def __post_init__(self) -> None:
-        amps = ("face_frac", "rot_deg", "log_scale", "trans_frac", "perspective", "brightness", "contrast",
-                "gamma", "white_balance", "noise_std", "box_expand", "box_jitter")
+        amps = (
+            "face_frac",
+            "rot_deg",
+            "log_scale",
+            "trans_frac",
+            "perspective",
+            "brightness",
+            "contrast",
+            "gamma",
+            "white_balance",
+            "noise_std",
+            "box_expand",
+            "box_jitter",
+        )
         bad = [k for k in amps if not getattr(self, k) >= 0]
         bad += [k for k in ("blur_prob", "occluder_prob") if not 0 <= getattr(self, k) <= 1]
         if not 0 < self.freq_hz[0] <= self.freq_hz[1]:
@@ -72,8 +84,9 @@ def _smooth(rng: np.random.Generator, t_s: np.ndarray, amp: float, p: AnimParams
     return (weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * t_s[None] + phases[:, None])).sum(0)
 
 
-def _homographies(rng: np.random.Generator, landmarks: np.ndarray, n: int, fps: float,
-                  size: tuple[int, int], p: AnimParams) -> np.ndarray:
+def _homographies(
+    rng: np.random.Generator, landmarks: np.ndarray, n: int, fps: float, size: tuple[int, int], p: AnimParams
+) -> np.ndarray:
     """(T, 3, 3) homographies from still pixels to frame pixels keeping every landmark inside the frame."""
     w, h = size
     t_s = np.arange(n) / fps
@@ -113,7 +126,7 @@ def _background(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     k = max(w / image.shape[1], h / image.shape[0])
     big = cv2.resize(image, (max(w, round(image.shape[1] * k)), max(h, round(image.shape[0] * k))))
     y0, x0 = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
-    return cv2.GaussianBlur(big[y0:y0 + h, x0:x0 + w].astype(np.float32), (0, 0), max(w, h) / 40)
+    return cv2.GaussianBlur(big[y0 : y0 + h, x0 : x0 + w].astype(np.float32), (0, 0), max(w, h) / 40)
 
 
 @dataclass(frozen=True)
@@ -186,8 +199,14 @@ def _photometric(frame: np.ndarray, b: float, c: float, g: float, wb: np.ndarray
 
 
 def make_animated_video(
-    image_rgb: np.ndarray, landmarks: np.ndarray, *, n_frames: int = 60, size: tuple[int, int] = (640, 480),
-    seed: int | Sequence[int] = 0, params: AnimParams | Mapping[str, Any] | None = None, fps: float = 30.0,
+    image_rgb: np.ndarray,
+    landmarks: np.ndarray,
+    *,
+    n_frames: int = 60,
+    size: tuple[int, int] = (640, 480),
+    seed: int | Sequence[int] = 0,
+    params: AnimParams | Mapping[str, Any] | None = None,
+    fps: float = 30.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Animate one annotated still into ``n_frames`` frames of ``size`` = (width, height).
 
@@ -219,8 +238,9 @@ def make_animated_video(
     rgba = np.concatenate([img.astype(np.float32), np.ones((*img.shape[:2], 1), np.float32)], axis=2)
     frames = np.empty((n_frames, h, w, 3), np.uint8)
     for t in range(n_frames):
-        warped = cv2.warpPerspective(rgba, hs[t], (w, h), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        warped = cv2.warpPerspective(
+            rgba, hs[t], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
         frame = warped[..., :3] + (1.0 - warped[..., 3:]) * bg
         if occ is not None and occ.first <= t <= occ.last:
             _paste(frame, occ.centres[t], occ.texture, occ.alpha)
@@ -257,9 +277,16 @@ def _load_still(item: Any) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def build_animated_stills_dataset(
-    items: Sequence[Any], out_root: str | os.PathLike[str], n_videos: int, *, n_frames: int = 60,
-    size: tuple[int, int] = (640, 480), fps: float = 30.0, seed: int = 0,
-    params: AnimParams | Mapping[str, Any] | None = None, id_prefix: str = "anim",
+    items: Sequence[Any],
+    out_root: str | os.PathLike[str],
+    n_videos: int,
+    *,
+    n_frames: int = 60,
+    size: tuple[int, int] = (640, 480),
+    fps: float = 30.0,
+    seed: int = 0,
+    params: AnimParams | Mapping[str, Any] | None = None,
+    id_prefix: str = "anim",
     skip_existing: bool = False,
 ) -> list[str]:
     """Write ``n_videos`` animated stills in the WFLW-V layout under ``out_root``; return their ids.
@@ -286,8 +313,9 @@ def build_animated_stills_dataset(
         n_points = len(pts)
         if skip_existing and all(f.is_file() for f in clip_paths(out_root, vid)):
             continue
-        frames, lms, boxes = make_animated_video(image, pts, n_frames=n_frames, size=size, seed=[seed, i],
-                                                 params=p, fps=fps)
+        frames, lms, boxes = make_animated_video(
+            image, pts, n_frames=n_frames, size=size, seed=[seed, i], params=p, fps=fps
+        )
         write_video_clip(out_root, vid, frames, lms, boxes, fps)
     meta = {"n_frames": n_frames, "size": list(size), "fps": fps, "params": asdict(p), "videos": manifest}
     write_text_atomic(Path(out_root) / "animated_stills.json", json.dumps(meta, indent=1) + "\n")

@@ -52,16 +52,35 @@ DEFAULTS: dict[str, Any] = {
     "source": "synthetic",
     "out": "data/raw",
     "seed": 0,
-    "synthetic": {"n_train": 2000, "n_test": 300, "n_videos": 12, "n_frames": 90, "image_format": "jpg",
-                  "workers": None, "val_fraction": 0.1},
+    "synthetic": {
+        "n_train": 2000,
+        "n_test": 300,
+        "n_videos": 12,
+        "n_frames": 90,
+        "image_format": "jpg",
+        "workers": None,
+        "val_fraction": 0.1,
+    },
     "w300": {
-        "root": "../shared/data/300w", "subsets": ["helen_train", "afw"], "val_fraction": 0.2,
-        "val_subsets": [], "n_videos": 24, "n_frames": 60, "frame_size": [640, 480], "fps": 30.0,
+        "root": "../shared/data/300w",
+        "subsets": ["helen_train", "afw"],
+        "val_fraction": 0.2,
+        "val_subsets": [],
+        "n_videos": 24,
+        "n_frames": 60,
+        "frame_size": [640, 480],
+        "fps": 30.0,
     },
     "wflw": {"root": None, "splits": None, "check_images": True},
     "wflw_v": {
-        "annotations": None, "archive": None, "url_template": "https://www.youtube.com/watch?v={id}",
-        "lists_dir": None, "split": "all", "max_videos": None, "workers": 4, "retries": 3,
+        "annotations": None,
+        "archive": None,
+        "url_template": "https://www.youtube.com/watch?v={id}",
+        "lists_dir": None,
+        "split": "all",
+        "max_videos": None,
+        "workers": 4,
+        "retries": 3,
     },
 }
 _NO_HASH_KEYS = frozenset({"workers"})  # settings that do not change the generated data
@@ -195,8 +214,9 @@ def load_prepared(path: PathLike) -> Prepared:
         d = json.loads(p.read_text(encoding="utf-8"))
         if d.pop("version") != PREPARED_VERSION:
             raise ValueError(f"unsupported version, expected {PREPARED_VERSION}")
-        prep = Prepared(**{**d, "stills": [StillSet(**s) for s in d["stills"]],
-                           "videos": [VideoSet(**v) for v in d["videos"]]})
+        prep = Prepared(
+            **{**d, "stills": [StillSet(**s) for s in d["stills"]], "videos": [VideoSet(**v) for v in d["videos"]]}
+        )
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
         raise ValueError(f"{p}: malformed prepared.json ({err})") from None
     prep.path = p.resolve()
@@ -248,8 +268,9 @@ def _clean_tmp(out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- sources
-def _video_sets_from_lists(dataset: str, root: Path, out: Path, n_points: int
-                           ) -> tuple[VideoSet | None, list[dict[str, str]]]:
+def _video_sets_from_lists(
+    dataset: str, root: Path, out: Path, n_points: int
+) -> tuple[VideoSet | None, list[dict[str, str]]]:
     """Video set of a WFLW-V-layout folder with ``easy_video_IDs.txt`` / ``hard_video_IDs.txt``."""
     splits: dict[str, dict[str, Any]] = {}
     bad: list[dict[str, str]] = []
@@ -263,8 +284,9 @@ def _video_sets_from_lists(dataset: str, root: Path, out: Path, n_points: int
     return (VideoSet(dataset, _rel(root, out), splits) if splits else None), bad
 
 
-def _wflw_stills(dataset: str, root: Path, out: Path, splits: Sequence[str] | None, check_images: bool
-                 ) -> tuple[StillSet, list[dict[str, str]]]:
+def _wflw_stills(
+    dataset: str, root: Path, out: Path, splits: Sequence[str] | None, check_images: bool
+) -> tuple[StillSet, list[dict[str, str]]]:
     if not root.is_dir():
         raise ValueError(f"{root}: WFLW root is not a directory (data.wflw.root)")
     names = list(splits) if splits else list_wflw_splits(root)
@@ -289,17 +311,30 @@ def _prepare_synthetic(cfg: dict[str, Any], out: Path, progress: bool) -> dict[s
         tmp = out / ".tmp-synthetic"
         shutil.rmtree(tmp, ignore_errors=True)
         workers = int(syn["workers"] or os.cpu_count() or 1)
-        generate_dataset(tmp, n_train=syn["n_train"], n_test=syn["n_test"], n_videos=syn["n_videos"],
-                         n_frames=syn["n_frames"], seed=syn["seed"], workers=workers, progress=progress,
-                         image_format=syn["image_format"])
+        generate_dataset(
+            tmp,
+            n_train=syn["n_train"],
+            n_test=syn["n_test"],
+            n_videos=syn["n_videos"],
+            n_frames=syn["n_frames"],
+            seed=syn["seed"],
+            workers=workers,
+            progress=progress,
+            image_format=syn["image_format"],
+        )
         _write_marker(tmp, sha, syn)
         shutil.rmtree(gen, ignore_errors=True)
         os.replace(tmp, gen)
     stills, bad = _wflw_stills("synthetic", gen / "wflw", out, None, check_images=False)
     _carve_val(stills, float(cfg["synthetic"].get("val_fraction", 0.1)))
     videos, vbad = _video_sets_from_lists("synthetic", gen / "wflw_v", out, 98)
-    return {"n_landmarks": 98, "stills": [stills], "videos": [videos] if videos else [], "bad": bad + vbad,
-            "inputs": {}}
+    return {
+        "n_landmarks": 98,
+        "stills": [stills],
+        "videos": [videos] if videos else [],
+        "bad": bad + vbad,
+        "inputs": {},
+    }
 
 
 def _carve_val(stills: StillSet, fraction: float) -> None:
@@ -325,8 +360,7 @@ def hash_fraction(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
 
 
-def split_300w(names: Sequence[str], val_fraction: float, val_subsets: Sequence[str] = ()
-               ) -> dict[str, list[str]]:
+def split_300w(names: Sequence[str], val_fraction: float, val_subsets: Sequence[str] = ()) -> dict[str, list[str]]:
     """Deterministic train/val split of 300-W names ``<subset>/<stem>`` by photo hash (see module doc)."""
     val_sub = set(val_subsets)
     out: dict[str, list[str]] = {"train": [], "val": []}
@@ -358,8 +392,12 @@ def _prepare_300w(cfg: dict[str, Any], out: Path, base: Path, progress: bool) ->
     splits = split_300w(list(by_name), float(w3["val_fraction"]), w3["val_subsets"] or ())
     files = [p for g in good for p in (g.image_path, g.pts_path)]
     fingerprint = fingerprint_tree(root, files)
-    stills = StillSet("300w", "300w", _rel(root, out),
-                      {s: {"items": names, "source_split": None} for s, names in splits.items() if names})
+    stills = StillSet(
+        "300w",
+        "300w",
+        _rel(root, out),
+        {s: {"items": names, "source_split": None} for s, names in splits.items() if names},
+    )
     videos: list[VideoSet] = []
     n_videos = int(w3["n_videos"])
     if n_videos > 0 and splits["val"]:
@@ -372,9 +410,15 @@ def _prepare_300w(cfg: dict[str, Any], out: Path, base: Path, progress: bool) ->
             vdir.mkdir(parents=True)
             _write_marker(vdir, sha, {k: v for k, v in anim.items() if k != "val"})
         ids = build_animated_stills_dataset(
-            [by_name[n] for n in splits["val"]], vdir, n_videos, n_frames=int(w3["n_frames"]),
-            size=(int(w3["frame_size"][0]), int(w3["frame_size"][1])), fps=float(w3["fps"]),
-            seed=int(cfg["seed"]), id_prefix="anim", skip_existing=True,
+            [by_name[n] for n in splits["val"]],
+            vdir,
+            n_videos,
+            n_frames=int(w3["n_frames"]),
+            size=(int(w3["frame_size"][0]), int(w3["frame_size"][1])),
+            fps=float(w3["fps"]),
+            seed=int(cfg["seed"]),
+            id_prefix="anim",
+            skip_existing=True,
         )
         clips, vbad = scan_wflw_v(vdir, ids, n_points=68, decode=False)
         bad += _bad("300w_anim", "video_val", vbad)
@@ -382,12 +426,18 @@ def _prepare_300w(cfg: dict[str, Any], out: Path, base: Path, progress: bool) ->
             videos.append(VideoSet("300w_anim", _rel(vdir, out), {"video_val": {"items": [c.id for c in clips]}}))
     elif n_videos > 0 and progress:
         print("prepare: 300-W val split is empty, no animated-stills videos")
-    return {"n_landmarks": 68, "stills": [stills], "videos": videos, "bad": bad,
-            "inputs": {_rel(root, out): fingerprint}}
+    return {
+        "n_landmarks": 68,
+        "stills": [stills],
+        "videos": videos,
+        "bad": bad,
+        "inputs": {_rel(root, out): fingerprint},
+    }
 
 
-def _wflw_input(cfg: dict[str, Any], out: Path, base: Path) -> tuple[list[StillSet], list[dict[str, str]],
-                                                                      dict[str, str]]:
+def _wflw_input(
+    cfg: dict[str, Any], out: Path, base: Path
+) -> tuple[list[StillSet], list[dict[str, str]], dict[str, str]]:
     wf = cfg["wflw"]
     root = _resolve_input(wf["root"], "data.wflw.root", base)
     stills, bad = _wflw_stills("wflw", root, out, wf["splits"], bool(wf["check_images"]))
@@ -407,8 +457,11 @@ def _prepare_wflw_v(cfg: dict[str, Any], out: Path, base: Path, progress: bool) 
     from pipelines.wflw_v_lists import load_lists_from_dir, load_shipped_lists
 
     wv = cfg["wflw_v"]
-    lists = (load_lists_from_dir(_resolve_input(wv["lists_dir"], "data.wflw_v.lists_dir", base))
-             if wv["lists_dir"] else load_shipped_lists())
+    lists = (
+        load_lists_from_dir(_resolve_input(wv["lists_dir"], "data.wflw_v.lists_dir", base))
+        if wv["lists_dir"]
+        else load_shipped_lists()
+    )
     vdir = out / "wflw_v"
 
     def local(v: Any) -> Any:  # relative local paths are relative to the project, URLs pass through
@@ -418,16 +471,39 @@ def _prepare_wflw_v(cfg: dict[str, Any], out: Path, base: Path, progress: bool) 
         return p if p.is_absolute() else base / p
 
     if wv["archive"]:
-        acquire_from_archive(vdir, local(wv["archive"]), lists=lists, workers=int(wv["workers"]),
-                             retries=int(wv["retries"]), progress=progress)
+        acquire_from_archive(
+            vdir,
+            local(wv["archive"]),
+            lists=lists,
+            workers=int(wv["workers"]),
+            retries=int(wv["retries"]),
+            progress=progress,
+        )
     else:
-        acquire_from_youtube(vdir, local(wv["annotations"]), url_template=wv["url_template"], lists=lists,
-                             split=wv["split"], max_videos=wv["max_videos"], workers=int(wv["workers"]),
-                             retries=int(wv["retries"]), progress=progress)
+        acquire_from_youtube(
+            vdir,
+            local(wv["annotations"]),
+            url_template=wv["url_template"],
+            lists=lists,
+            split=wv["split"],
+            max_videos=wv["max_videos"],
+            workers=int(wv["workers"]),
+            retries=int(wv["retries"]),
+            progress=progress,
+        )
     usable = set(usable_ids(vdir))
-    bad = [{"stage": "prepare", "dataset": "wflw_v", "split": f"video_{r.split}" if r.split else "",
-            "item": r.id, "path": os.fspath(vdir / "videos" / f"{r.id}.mp4"), "reason": f"{r.status}: {r.reason}"}
-           for r in Manifest.load(vdir / MANIFEST_NAME).rows if r.id not in usable]
+    bad = [
+        {
+            "stage": "prepare",
+            "dataset": "wflw_v",
+            "split": f"video_{r.split}" if r.split else "",
+            "item": r.id,
+            "path": os.fspath(vdir / "videos" / f"{r.id}.mp4"),
+            "reason": f"{r.status}: {r.reason}",
+        }
+        for r in Manifest.load(vdir / MANIFEST_NAME).rows
+        if r.id not in usable
+    ]
     splits: dict[str, dict[str, Any]] = {}
     for split in ("easy", "hard"):
         ids = [v for v in lists.ids_in(split) if v in usable]
@@ -479,13 +555,24 @@ def prepare(params: Mapping[str, Any], *, base_dir: PathLike | None = None, prog
             counts[split] = counts.get(split, 0) + len(entry["items"])
     if not counts:
         raise ValueError(f"data source {source!r}: no usable item (bad items: {res['bad'][:5]})")
-    prep = Prepared(source=source, n_landmarks=res["n_landmarks"], stills=res["stills"], videos=res["videos"],
-                    bad_items=res["bad"], settings=data_affecting(cfg), settings_sha256=settings_hash(cfg),
-                    inputs=res["inputs"], counts=counts, path=out / PREPARED_NAME)
+    prep = Prepared(
+        source=source,
+        n_landmarks=res["n_landmarks"],
+        stills=res["stills"],
+        videos=res["videos"],
+        bad_items=res["bad"],
+        settings=data_affecting(cfg),
+        settings_sha256=settings_hash(cfg),
+        inputs=res["inputs"],
+        counts=counts,
+        path=out / PREPARED_NAME,
+    )
     write_text_atomic(out / PREPARED_NAME, prep.to_json())
     if progress:
-        print(f"prepare: {source}: {counts}, {len(prep.bad_items)} bad item(s) skipped, "
-              f"{time.perf_counter() - t0:.1f} s -> {out / PREPARED_NAME}")
+        print(
+            f"prepare: {source}: {counts}, {len(prep.bad_items)} bad item(s) skipped, "
+            f"{time.perf_counter() - t0:.1f} s -> {out / PREPARED_NAME}"
+        )
     return prep
 
 

@@ -96,8 +96,7 @@ def expand_box(box: np.ndarray, factor: float) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ work items
 def _bad_record(dataset: str, split: str, item: str, path: str, reason: str) -> dict[str, str]:
-    return {"stage": "preprocess", "dataset": dataset, "split": split, "item": item, "path": path,
-            "reason": reason}
+    return {"stage": "preprocess", "dataset": dataset, "split": split, "item": item, "path": path, "reason": reason}
 
 
 def _still_specs(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
@@ -114,30 +113,59 @@ def _still_specs(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str,
             elif group.format == "300w":
                 subsets = sorted({n.split("/", 1)[0] for n in wanted if "/" in n}) or None
                 found3, skipped = scan_300w(root, subsets, check_images=False)
-                by_name = {f.name: (f.image_path, f.landmarks,
-                                    expand_box(landmarks_to_box(f.landmarks), float(cfg["box_expand"])))
-                           for f in found3}
+                by_name = {
+                    f.name: (
+                        f.image_path,
+                        f.landmarks,
+                        expand_box(landmarks_to_box(f.landmarks), float(cfg["box_expand"])),
+                    )
+                    for f in found3
+                }
             else:
                 raise ValueError(f"{prep.path}: unknown still format {group.format!r}")
             for name in wanted:
                 if name not in by_name:  # listed by prepare, bad now: report it once, under its name
                     why = next((b for b in skipped if b.item == name or f"({name!r})" in b.reason), None)
-                    bad.append(_bad_record(group.dataset, split, name, why.path if why else os.fspath(root),
-                                           why.reason if why else "no longer in the annotations"))
+                    bad.append(
+                        _bad_record(
+                            group.dataset,
+                            split,
+                            name,
+                            why.path if why else os.fspath(root),
+                            why.reason if why else "no longer in the annotations",
+                        )
+                    )
                     continue
                 path, lm, box = by_name[name]
-                specs.append({"kind": "still", "dataset": group.dataset, "split": split, "source_id": name,
-                              "path": os.fspath(path), "landmarks": np.asarray(lm, np.float64).tolist(),
-                              "box": None if box is None else box.tolist()})
+                specs.append(
+                    {
+                        "kind": "still",
+                        "dataset": group.dataset,
+                        "split": split,
+                        "source_id": name,
+                        "path": os.fspath(path),
+                        "landmarks": np.asarray(lm, np.float64).tolist(),
+                        "box": None if box is None else box.tolist(),
+                    }
+                )
     return specs, bad
 
 
 def build_tasks(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Sorted work items: chunks of ``stills_per_task`` stills of one (split, dataset), and single videos."""
     stills, bad = _still_specs(prep, cfg)
-    videos = [{"kind": "video", "dataset": g.dataset, "split": split, "source_id": vid,
-               "root": os.fspath(prep.resolve(g.root))}
-              for g in prep.videos for split, entry in g.splits.items() for vid in entry["items"]]
+    videos = [
+        {
+            "kind": "video",
+            "dataset": g.dataset,
+            "split": split,
+            "source_id": vid,
+            "root": os.fspath(prep.resolve(g.root)),
+        }
+        for g in prep.videos
+        for split, entry in g.splits.items()
+        for vid in entry["items"]
+    ]
     common = {"codec": cfg["image_codec"], "n_landmarks": prep.n_landmarks}
     units = sorted([*stills, *videos], key=lambda s: (s["split"], s["dataset"], s["source_id"]))
     tasks: list[dict[str, Any]] = []
@@ -146,8 +174,12 @@ def build_tasks(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str, 
             tasks.append({**common, "kind": "video", "items": [spec]})
             continue
         last = tasks[-1] if tasks else None
-        if (last is not None and last["kind"] == "stills" and len(last["items"]) < cfg["stills_per_task"]
-                and (last["items"][-1]["split"], last["items"][-1]["dataset"]) == (spec["split"], spec["dataset"])):
+        if (
+            last is not None
+            and last["kind"] == "stills"
+            and len(last["items"]) < cfg["stills_per_task"]
+            and (last["items"][-1]["split"], last["items"][-1]["dataset"]) == (spec["split"], spec["dataset"])
+        ):
             last["items"].append(spec)
         else:
             tasks.append({**common, "kind": "stills", "items": [spec]})
@@ -176,10 +208,10 @@ def process_still(spec: Mapping[str, Any], codec: str, n_landmarks: int) -> dict
         if img is None:
             raise DataError(path, "image cannot be decoded")
         if img.shape != (CROP_SIZE, CROP_SIZE, 3) or img.dtype != np.uint8:
-            raise DataError(path, f"precropped image must be {CROP_SIZE}x{CROP_SIZE} 8-bit RGB, got {img.shape} "
-                                  f"{img.dtype}")
-        encoded = data if image_codec_of(data) == codec else encode_image(cv2.cvtColor(img, cv2.COLOR_BGR2RGB),
-                                                                            codec)
+            raise DataError(
+                path, f"precropped image must be {CROP_SIZE}x{CROP_SIZE} 8-bit RGB, got {img.shape} {img.dtype}"
+            )
+        encoded = data if image_codec_of(data) == codec else encode_image(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), codec)
         affine, box, crop_lm = IDENTITY_AFFINE, FULL_CROP_BOX, lm
     else:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -189,8 +221,16 @@ def process_still(spec: Mapping[str, Any], codec: str, n_landmarks: int) -> dict
         validate_box(box, (img.shape[1], img.shape[0]), name=f"{path}: box")
         crop, affine = crop_face(img, box)
         encoded, crop_lm = encode_image(crop, codec), apply_affine(affine, lm)
-    return make_row(encoded, crop_lm, affine, box, source_id=spec["source_id"], frame_index=STILL_FRAME_INDEX,
-                    split=spec["split"], dataset=spec["dataset"])
+    return make_row(
+        encoded,
+        crop_lm,
+        affine,
+        box,
+        source_id=spec["source_id"],
+        frame_index=STILL_FRAME_INDEX,
+        split=spec["split"],
+        dataset=spec["dataset"],
+    )
 
 
 def process_video(spec: Mapping[str, Any], codec: str, n_landmarks: int) -> list[dict[str, Any]]:
@@ -202,9 +242,18 @@ def process_video(spec: Mapping[str, Any], codec: str, n_landmarks: int) -> list
         if t >= n:
             raise DataError(clip.path, f"video has more frames than its {n} annotated frames")
         crop, affine = crop_face(frame, clip.boxes[t])
-        rows.append(make_row(encode_image(crop, codec), apply_affine(affine, clip.landmarks[t]), affine,
-                             clip.boxes[t], source_id=clip.id, frame_index=t, split=spec["split"],
-                             dataset=spec["dataset"]))
+        rows.append(
+            make_row(
+                encode_image(crop, codec),
+                apply_affine(affine, clip.landmarks[t]),
+                affine,
+                clip.boxes[t],
+                source_id=clip.id,
+                frame_index=t,
+                split=spec["split"],
+                dataset=spec["dataset"],
+            )
+        )
     if len(rows) != n:
         raise DataError(clip.path, f"decoded {len(rows)} frames but the annotations have {n}")
     return rows
@@ -214,9 +263,19 @@ def _bad_row(spec: Mapping[str, Any], err: Exception) -> dict[str, Any]:
     path = getattr(err, "path", spec.get("path") or spec.get("root", ""))
     reason = getattr(err, "reason", f"{err.__class__.__name__}: {err}")
     record = _bad_record(spec["dataset"], spec["split"], spec["source_id"], os.fspath(path), reason)
-    return {"image": b"", "landmarks": [], "affine": [], "box": [], "source_id": spec["source_id"],
-            "frame_index": STILL_FRAME_INDEX, "split": spec["split"], "dataset": spec["dataset"],
-            "n_landmarks": 0, "schema_version": SCHEMA_VERSION, "_bad": json.dumps(record)}
+    return {
+        "image": b"",
+        "landmarks": [],
+        "affine": [],
+        "box": [],
+        "source_id": spec["source_id"],
+        "frame_index": STILL_FRAME_INDEX,
+        "split": spec["split"],
+        "dataset": spec["dataset"],
+        "n_landmarks": 0,
+        "schema_version": SCHEMA_VERSION,
+        "_bad": json.dumps(record),
+    }
 
 
 def run_task(task: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -256,9 +315,13 @@ def _start_ray(cfg: Mapping[str, Any]) -> tuple[bool, str]:
         ray.init(address=address, logging_level=logging.WARNING)
         return True, address
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private throw-away cluster
-    ray.init(num_cpus=cfg["num_cpus"] or os.cpu_count() or 1, include_dashboard=False,
-             object_store_memory=int(cfg["object_store_mb"]) * 1024**2, log_to_driver=False,
-             logging_level=logging.WARNING)
+    ray.init(
+        num_cpus=cfg["num_cpus"] or os.cpu_count() or 1,
+        include_dashboard=False,
+        object_store_memory=int(cfg["object_store_mb"]) * 1024**2,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
     return True, "local"
 
 
@@ -275,22 +338,38 @@ def _run_job(tasks: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any]) -> Iter
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         size = int(cfg["concurrency"] or cpus)
         ds = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=len(tasks))
-        ds = ds.map_batches(process_task_batch, batch_size=1, batch_format="pyarrow", num_cpus=CPUS_PER_TASK,
-                            compute=ray.data.TaskPoolStrategy(size=size))
+        ds = ds.map_batches(
+            process_task_batch,
+            batch_size=1,
+            batch_format="pyarrow",
+            num_cpus=CPUS_PER_TASK,
+            compute=ray.data.TaskPoolStrategy(size=size),
+        )
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
 
 
-def _finish(tmp: Path, writers: Mapping[str, ShardWriter], kinds: Mapping[str, str], bad: list[dict[str, str]],
-            prep: Prepared, cfg: Mapping[str, Any], tasks: Sequence[Any], address: str, cpus: int, t0: float,
-            t_job: float) -> dict[str, Any]:
+def _finish(
+    tmp: Path,
+    writers: Mapping[str, ShardWriter],
+    kinds: Mapping[str, str],
+    bad: list[dict[str, str]],
+    prep: Prepared,
+    cfg: Mapping[str, Any],
+    tasks: Sequence[Any],
+    address: str,
+    cpus: int,
+    t0: float,
+    t_job: float,
+) -> dict[str, Any]:
     """Close the split writers and write ``report.json`` into ``tmp``; return the report."""
     splits: dict[str, Any] = {}
     for split in sorted(writers):
         files = writers[split].close()
         splits[split] = {
-            "kind": kinds.get(split, "stills"), "rows": sum(f.rows for f in files),
+            "kind": kinds.get(split, "stills"),
+            "rows": sum(f.rows for f in files),
             "sources": sum(f.sources for f in files),
             "files": [{"name": f.path.name, "rows": f.rows, "sha256": f.sha256} for f in files],
         }
@@ -299,12 +378,24 @@ def _finish(tmp: Path, writers: Mapping[str, ShardWriter], kinds: Mapping[str, s
     rows = sum(s["rows"] for s in splits.values())
     wall, job = time.perf_counter() - t0, time.perf_counter() - t_job
     report = {
-        "schema_version": SCHEMA_VERSION, "source": prep.source, "n_landmarks": prep.n_landmarks,
-        "image_codec": cfg["image_codec"], "splits": splits, "rows": rows,
-        "bad_items": [*prep.bad_items, *bad], "n_bad_items": len(prep.bad_items) + len(bad),
-        "wall_seconds": round(wall, 2), "job_seconds": round(job, 2), "rows_per_second": round(rows / job, 1),
-        "ray": {"address": address, "cluster_cpus": cpus, "cpus_per_task": CPUS_PER_TASK,
-                "concurrency": int(cfg["concurrency"] or cpus), "tasks": len(tasks)},
+        "schema_version": SCHEMA_VERSION,
+        "source": prep.source,
+        "n_landmarks": prep.n_landmarks,
+        "image_codec": cfg["image_codec"],
+        "splits": splits,
+        "rows": rows,
+        "bad_items": [*prep.bad_items, *bad],
+        "n_bad_items": len(prep.bad_items) + len(bad),
+        "wall_seconds": round(wall, 2),
+        "job_seconds": round(job, 2),
+        "rows_per_second": round(rows / job, 1),
+        "ray": {
+            "address": address,
+            "cluster_cpus": cpus,
+            "cpus_per_task": CPUS_PER_TASK,
+            "concurrency": int(cfg["concurrency"] or cpus),
+            "tasks": len(tasks),
+        },
         "settings": dict(cfg),
     }
     (tmp / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
@@ -348,9 +439,12 @@ def run_preprocess(raw_dir: PathLike, out_dir: PathLike, settings: Mapping[str, 
             good = table.filter(bad_col.is_null()).drop(["_bad"])
             for split in dict.fromkeys(good.column("split").to_pylist()):
                 if split not in writers:
-                    writers[split] = ShardWriter(tmp / split, rows_per_shard=cfg["rows_per_shard"],
-                                                 row_group_size=cfg["row_group_size"],
-                                                 keep_sources_together=kinds.get(split) == "video")
+                    writers[split] = ShardWriter(
+                        tmp / split,
+                        rows_per_shard=cfg["rows_per_shard"],
+                        row_group_size=cfg["row_group_size"],
+                        keep_sources_together=kinds.get(split) == "video",
+                    )
                 writers[split].write(good.filter(pc.equal(good.column("split"), split)))
             if bar is not None:
                 bar.update(good.num_rows)

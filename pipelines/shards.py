@@ -66,8 +66,9 @@ def encode_image(rgb: np.ndarray, codec: str) -> bytes:
     if img.shape != (CROP_SIZE, CROP_SIZE, 3) or img.dtype != np.uint8:
         raise ValueError(f"crop must be ({CROP_SIZE}, {CROP_SIZE}, 3) uint8, got {img.shape} {img.dtype}")
     if codec == "png":
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+        ok, buf = cv2.imencode(
+            ".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
+        )
     elif codec == "jpeg":
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     else:
@@ -98,8 +99,15 @@ def decode_image(data: bytes, *, where: str = "image") -> np.ndarray:
 
 # -------------------------------------------------------------------------------------------------- rows
 def make_row(
-    image: bytes, landmarks: np.ndarray, affine: np.ndarray, box: np.ndarray, *, source_id: str,
-    frame_index: int, split: str, dataset: str,
+    image: bytes,
+    landmarks: np.ndarray,
+    affine: np.ndarray,
+    box: np.ndarray,
+    *,
+    source_id: str,
+    frame_index: int,
+    split: str,
+    dataset: str,
 ) -> dict[str, Any]:
     """One shard row as a dict (column -> Python value); landmarks (L, 2) are crop pixels.
 
@@ -141,8 +149,9 @@ def check_schema(schema: pa.Schema, where: str) -> None:
         raise ValueError(f"{where}: not an ldeq shard, missing columns {missing}")
     for name in COLUMNS:
         if not schema.field(name).type.equals(SCHEMA.field(name).type):
-            raise ValueError(f"{where}: column {name!r} has type {schema.field(name).type}, "
-                             f"expected {SCHEMA.field(name).type}")
+            raise ValueError(
+                f"{where}: column {name!r} has type {schema.field(name).type}, expected {SCHEMA.field(name).type}"
+            )
 
 
 def check_table(table: pa.Table, where: str) -> None:
@@ -154,8 +163,10 @@ def check_table(table: pa.Table, where: str) -> None:
 def _check_version(column: pa.ChunkedArray, where: str) -> None:
     versions = set(column.unique().to_pylist())
     if versions - {SCHEMA_VERSION}:
-        raise ValueError(f"{where}: shard schema version {sorted(versions)}, this code reads {SCHEMA_VERSION} "
-                         "(re-run the preprocess stage)")
+        raise ValueError(
+            f"{where}: shard schema version {sorted(versions)}, this code reads {SCHEMA_VERSION} "
+            "(re-run the preprocess stage)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ writer
@@ -178,11 +189,16 @@ class ShardWriter:
     Same rows in the same order -> byte-identical files.
     """
 
-    def __init__(self, split_dir: PathLike, *, rows_per_shard: int = 1024, row_group_size: int = 128,
-                 keep_sources_together: bool = False) -> None:
+    def __init__(
+        self,
+        split_dir: PathLike,
+        *,
+        rows_per_shard: int = 1024,
+        row_group_size: int = 128,
+        keep_sources_together: bool = False,
+    ) -> None:
         if rows_per_shard < 1 or row_group_size < 1:
-            raise ValueError(f"rows_per_shard and row_group_size must be >= 1, got {rows_per_shard}, "
-                             f"{row_group_size}")
+            raise ValueError(f"rows_per_shard and row_group_size must be >= 1, got {rows_per_shard}, {row_group_size}")
         self.split_dir = Path(split_dir)
         self.rows_per_shard = rows_per_shard
         self.row_group_size = row_group_size
@@ -224,7 +240,9 @@ class ShardWriter:
         path = self.split_dir / PART_PATTERN.format(len(self.files))
         tmp = path.with_name(f".{path.name}.tmp")
         pq.write_table(
-            table, tmp, row_group_size=self.row_group_size,
+            table,
+            tmp,
+            row_group_size=self.row_group_size,
             compression={c: ("none" if c == "image" else "zstd") for c in COLUMNS},
             write_statistics=[c for c in COLUMNS if c not in _NO_STATS],
             use_dictionary=["source_id", "split", "dataset"],
@@ -327,8 +345,11 @@ def decode_batch(batch: Mapping[str, Any] | pa.Table) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     images = _column(batch, "image")
     if images is not None:
-        out["image"] = (np.stack([decode_image(bytes(b), where=f"batch row {i}") for i, b in enumerate(images)])
-                        if len(images) else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8))
+        out["image"] = (
+            np.stack([decode_image(bytes(b), where=f"batch row {i}") for i, b in enumerate(images)])
+            if len(images)
+            else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        )
     lms = _column(batch, "landmarks")
     if lms is not None:
         flat = _stack(lms, None, "landmarks")
@@ -360,8 +381,9 @@ def collate_torch(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """
     import torch
 
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in decode_batch(batch).items()
-            if v.dtype.kind in "uif"}
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in decode_batch(batch).items() if v.dtype.kind in "uif"
+    }
 
 
 def torch_collate_fn() -> Any:
@@ -391,8 +413,7 @@ class VideoSequence:
         return len(self.frame_indices)
 
 
-def iter_video_sequences(shards_dir: PathLike, split: str, *, decode_images: bool = True
-                         ) -> Iterator[VideoSequence]:
+def iter_video_sequences(shards_dir: PathLike, split: str, *, decode_images: bool = True) -> Iterator[VideoSequence]:
     """Yield each video of ``split`` as a ``VideoSequence`` sorted by ``frame_index`` (pure pyarrow).
 
     Reads one shard file at a time (the writer keeps a video inside one file); ``ValueError`` if a video
@@ -420,7 +441,11 @@ def iter_video_sequences(shards_dir: PathLike, split: str, *, decode_images: boo
                 raise ValueError(f"{path}: video {sid!r} repeats a frame index")
             srt = np.argsort(fi, kind="stable")
             yield VideoSequence(
-                source_id=sid, dataset=str(dec["dataset"][0]), frame_indices=fi[srt],
-                frames=dec["image"][srt] if decode_images else None, landmarks=dec["landmarks"][srt],
-                affines=dec["affine"][srt], boxes=dec["box"][srt],
+                source_id=sid,
+                dataset=str(dec["dataset"][0]),
+                frame_indices=fi[srt],
+                frames=dec["image"][srt] if decode_images else None,
+                landmarks=dec["landmarks"][srt],
+                affines=dec["affine"][srt],
+                boxes=dec["box"][srt],
             )

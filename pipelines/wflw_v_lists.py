@@ -74,9 +74,7 @@ class WflwVLists:
                 seen.add(vid)
         overlap = sorted(set(self.easy) & set(self.hard))
         if overlap:
-            raise ValueError(
-                f"{self.source}: easy and hard lists overlap on {len(overlap)} id(s): {overlap[:5]}"
-            )
+            raise ValueError(f"{self.source}: easy and hard lists overlap on {len(overlap)} id(s): {overlap[:5]}")
         listed = set(self.easy) | set(self.hard)
         ranged = set(self.ranges)
         if listed != ranged:

@@ -126,9 +126,7 @@ def verify_video(
     if expected_frames is not None and decoded != expected_frames:
         raise DataError(path, f"video has {decoded} frames but {expected_frames} are expected")
     if expected_size is not None and (info.width, info.height) != tuple(expected_size):
-        raise DataError(
-            path, f"frame size {info.width}x{info.height}, expected {expected_size[0]}x{expected_size[1]}"
-        )
+        raise DataError(path, f"frame size {info.width}x{info.height}, expected {expected_size[0]}x{expected_size[1]}")
     return info
 
 
@@ -139,8 +137,7 @@ def write_video(path: PathLike, frames_rgb: np.ndarray, fps: float, *, fourcc: s
     """
     frames = np.asarray(frames_rgb)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] == 0:
-        raise ValueError(f"{path}: expected non-empty (T, H, W, 3) uint8 RGB frames, got {frames.shape} "
-                         f"{frames.dtype}")
+        raise ValueError(f"{path}: expected non-empty (T, H, W, 3) uint8 RGB frames, got {frames.shape} {frames.dtype}")
     t, h, w = frames.shape[:3]
     if h % 2 or w % 2:
         raise ValueError(f"{path}: frame size {w}x{h} must be even for {fourcc}")

@@ -125,9 +125,7 @@ def _scan(
     return good, bad
 
 
-def list_300w(
-    root: PathLike, subsets: Sequence[str] | None = None, *, check_images: bool = False
-) -> list[W300Item]:
+def list_300w(root: PathLike, subsets: Sequence[str] | None = None, *, check_images: bool = False) -> list[W300Item]:
     """Annotated stills under ``root``; the first bad item raises ``DataError``.
 
     ``subsets`` names sub-folders (e.g. ``["helen_train", "afw"]``); by default ``root`` itself if it

@@ -27,8 +27,14 @@ N_POINTS = 98
 CROP_SIZE = 256
 JPEG_QUALITY = 95
 WFLW_SPLITS = (
-    "test", "test_largepose", "test_expression", "test_illumination",
-    "test_makeup", "test_occlusion", "test_blur", "train",
+    "test",
+    "test_largepose",
+    "test_expression",
+    "test_illumination",
+    "test_makeup",
+    "test_occlusion",
+    "test_blur",
+    "train",
 )
 PathLike = str | os.PathLike[str]
 
@@ -65,8 +71,9 @@ def _parse_line(txt: Path, lineno: int, line: str) -> tuple[str, np.ndarray]:
     relpath = parts[0] if parts else ""
     where = f"line {lineno} ({relpath!r})"
     if len(parts) != 2 * N_POINTS + 1:
-        raise DataError(txt, f"{where}: expected {2 * N_POINTS} coordinates ({N_POINTS} landmarks), "
-                             f"got {len(parts) - 1}")
+        raise DataError(
+            txt, f"{where}: expected {2 * N_POINTS} coordinates ({N_POINTS} landmarks), got {len(parts) - 1}"
+        )
     try:
         values = np.array([float(v) for v in parts[1:]], dtype=np.float64)
     except ValueError:
@@ -104,9 +111,7 @@ def read_wflw(root: PathLike, split: str, *, check_images: bool = True) -> list[
     return [_make_item(root, split, txt, n, ln, check_images) for n, ln in lines]
 
 
-def scan_wflw(
-    root: PathLike, split: str, *, check_images: bool = True
-) -> tuple[list[WflwItem], list[BadItem]]:
+def scan_wflw(root: PathLike, split: str, *, check_images: bool = True) -> tuple[list[WflwItem], list[BadItem]]:
     """Like ``read_wflw`` but returns (good items, bad items with reasons) instead of stopping."""
     root = Path(root)
     txt, lines = _read_lines(root, split)
@@ -154,9 +159,7 @@ def _encode(relpath: str, img_rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_wflw(
-    root: PathLike, split: str, items: Iterable[tuple[str, np.ndarray, np.ndarray]]
-) -> int:
+def write_wflw(root: PathLike, split: str, items: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> int:
     """Write ``(relpath, img_rgb (256, 256, 3) uint8, landmarks_px (98, 2))`` items as split ``split``.
 
     Images go to ``<root>/<split>/<relpath>`` and the annotation file ``<root>/<split>.txt`` is replaced

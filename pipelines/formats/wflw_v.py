@@ -44,8 +44,7 @@ def clip_paths(root: PathLike, vid_id: str) -> tuple[Path, Path, Path]:
     if not vid_id or any(c in vid_id for c in "/\\") or vid_id in (".", ".."):
         raise ValueError(f"invalid video id {vid_id!r}")
     root = Path(root)
-    return (root / "videos" / f"{vid_id}.mp4", root / "landmarks" / f"{vid_id}.npy",
-            root / "bboxes" / f"{vid_id}.npy")
+    return (root / "videos" / f"{vid_id}.mp4", root / "landmarks" / f"{vid_id}.npy", root / "bboxes" / f"{vid_id}.npy")
 
 
 def list_wflw_v(root: PathLike) -> list[str]:
@@ -104,12 +103,13 @@ def check_boxes(path: PathLike, boxes: np.ndarray, frame_size: tuple[int, int] |
         w, h = frame_size
         bad = (x2 < 0) | (y2 < 0) | (x1 >= w) | (y1 >= h)
         if bad.any():
-            raise DataError(path, f"box in frame {_first(bad)} {b[_first(bad), :4].tolist()} lies entirely "
-                                  f"outside the {w}x{h} frame")
+            raise DataError(
+                path,
+                f"box in frame {_first(bad)} {b[_first(bad), :4].tolist()} lies entirely outside the {w}x{h} frame",
+            )
 
 
-def load_wflw_v_clip(root: PathLike, vid_id: str, *, n_points: int | None = N_POINTS,
-                     decode: bool = True) -> VideoClip:
+def load_wflw_v_clip(root: PathLike, vid_id: str, *, n_points: int | None = N_POINTS, decode: bool = True) -> VideoClip:
     """Load and validate clip ``vid_id``; any problem raises ``DataError`` naming the file.
 
     With ``decode`` every frame is decoded to count frames exactly; otherwise the container's declared
@@ -127,12 +127,12 @@ def load_wflw_v_clip(root: PathLike, vid_id: str, *, n_points: int | None = N_PO
         raise DataError(box_path, f"{len(boxes)} boxes but {len(landmarks)} landmark frames")
     if info.n_frames != len(landmarks):
         raise DataError(video, f"video has {info.n_frames} frames but the annotations have {len(landmarks)}")
-    return VideoClip(vid_id, video, landmarks, boxes[:, :4].copy(), info.fps, info.n_frames,
-                     (info.width, info.height))
+    return VideoClip(vid_id, video, landmarks, boxes[:, :4].copy(), info.fps, info.n_frames, (info.width, info.height))
 
 
-def scan_wflw_v(root: PathLike, ids: Iterable[str] | None = None, *, n_points: int | None = N_POINTS,
-                decode: bool = True) -> tuple[list[VideoClip], list[BadItem]]:
+def scan_wflw_v(
+    root: PathLike, ids: Iterable[str] | None = None, *, n_points: int | None = N_POINTS, decode: bool = True
+) -> tuple[list[VideoClip], list[BadItem]]:
     """Load every clip (``ids`` or ``list_wflw_v(root)``); return (good clips, bad ids with reasons)."""
     good: list[VideoClip] = []
     bad: list[BadItem] = []
@@ -144,8 +144,9 @@ def scan_wflw_v(root: PathLike, ids: Iterable[str] | None = None, *, n_points: i
     return good, bad
 
 
-def write_video_clip(root: PathLike, vid_id: str, frames_rgb: np.ndarray, landmarks: np.ndarray,
-                     boxes: np.ndarray, fps: float) -> VideoClip:
+def write_video_clip(
+    root: PathLike, vid_id: str, frames_rgb: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray, fps: float
+) -> VideoClip:
     """Write one clip in the WFLW-V layout (mp4v video, float64 .npy annotations), each file atomically.
 
     The video is verified to decode to T frames before it is put in place.

@@ -118,9 +118,9 @@ class Expression:
 
     def lerp(self, other: Expression, t: float) -> Expression:
         """Linear interpolation between two expressions (t=0 -> self, t=1 -> other)."""
-        return Expression(**{
-            f.name: (1.0 - t) * getattr(self, f.name) + t * getattr(other, f.name) for f in fields(self)
-        })
+        return Expression(
+            **{f.name: (1.0 - t) * getattr(self, f.name) + t * getattr(other, f.name) for f in fields(self)}
+        )
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,7 @@ def project(points: np.ndarray, pose: Pose) -> np.ndarray:
 
 
 # --- helpers -------------------------------------------------------------------------------------------
+
 
 def _resample_arclength(curve: np.ndarray, n: int) -> np.ndarray:
     """``n`` points equally spaced in arc length (of the x, y projection) along a dense (M, 3) polyline."""
@@ -202,8 +203,9 @@ def _brow(idn: Identity, ex: Expression, side: int) -> np.ndarray:
     up_node = up_node + idn.brow_height
     # raise lifts the whole brow (more in the middle), frown (negative) pulls the medial end down
     raise_ = ex.brow_raise
-    lift = np.where(raise_ >= 0, 0.09 * raise_ * (0.7 + 0.3 * (1 - _BROW_U**2)),
-                    0.07 * raise_ * (0.25 + 0.75 * (_BROW_U + 1) / 2))
+    lift = np.where(
+        raise_ >= 0, 0.09 * raise_ * (0.7 + 0.3 * (1 - _BROW_U**2)), 0.07 * raise_ * (0.25 + 0.75 * (_BROW_U + 1) / 2)
+    )
     up_node = up_node - lift
 
     def thick(u: np.ndarray) -> np.ndarray:
@@ -247,11 +249,13 @@ def _eye(idn: Identity, ex: Expression, side: int) -> tuple[np.ndarray, np.ndarr
     lo = np.stack([x, y_lo, np.full(3, 0.03)], axis=1)
     lat = np.array([_side_x(abs(cx), -1.0, hw, side), corner_y(-1.0), -0.06])
     med = np.array([_side_x(abs(cx), 1.0, hw, side), corner_y(1.0), -0.01])
-    pupil = np.array([
-        cx + side * 0.03 * hw + ex.gaze_x * 0.35 * hw,
-        corner_y(0.0) - 0.15 * h_up + ex.gaze_y * 0.3 * h_up,
-        0.06,
-    ])
+    pupil = np.array(
+        [
+            cx + side * 0.03 * hw + ex.gaze_x * 0.35 * hw,
+            corner_y(0.0) - 0.15 * h_up + ex.gaze_y * 0.3 * h_up,
+            0.06,
+        ]
+    )
     if side < 0:  # lateral corner is image-left: outer, upper lat->med, inner, lower med->lat
         ring = np.concatenate([lat[None], up, med[None], lo[::-1]])
     else:  # medial corner is image-left: inner, upper med->lat, outer, lower lat->med
@@ -265,8 +269,9 @@ def _nose(idn: Identity) -> tuple[np.ndarray, np.ndarray]:
     bridge = np.stack([np.zeros(4), ys, np.array([0.12, 0.22, 0.33, 0.45])], axis=1)
     yb = top + 0.72 * idn.nose_length
     xb = np.array([-0.22, -0.11, 0.0, 0.11, 0.22]) * idn.nose_width
-    bottom = np.stack([xb, yb + np.array([-0.065, -0.03, 0.0, -0.03, -0.065]),
-                       np.array([0.15, 0.25, 0.3, 0.25, 0.15])], axis=1)
+    bottom = np.stack(
+        [xb, yb + np.array([-0.065, -0.03, 0.0, -0.03, -0.065]), np.array([0.15, 0.25, 0.3, 0.25, 0.15])], axis=1
+    )
     return bridge, bottom
 
 
@@ -296,9 +301,9 @@ def _mouth(idn: Identity, ex: Expression) -> tuple[np.ndarray, np.ndarray]:
     z_lo = 0.05 + 0.15 * bulge(f_lo)
     left = np.array([-corner_dx, my + corner_dy, 0.04])
     right = np.array([corner_dx, my + corner_dy, 0.04])
-    outer = np.concatenate([
-        left[None], np.stack([up_x, up_y, z_up], axis=1), right[None], np.stack([lo_x, lo_y, z_lo], axis=1)
-    ])
+    outer = np.concatenate(
+        [left[None], np.stack([up_x, up_y, z_up], axis=1), right[None], np.stack([lo_x, lo_y, z_lo], axis=1)]
+    )
     # inner lips: corners a little inside the outer ones; the lips meet when the mouth is closed
     ic = 0.85 * corner_dx
     fi_up = np.array([-0.45, 0.0, 0.45])
@@ -307,12 +312,14 @@ def _mouth(idn: Identity, ex: Expression) -> tuple[np.ndarray, np.ndarray]:
     iu_y = my - 0.006 - 0.03 * o * bulge(fi_up) + corner_dy * 0.7 * (1 - bulge(fi_up))
     il_y = my + 0.006 + drop * bulge(fi_lo) + corner_dy * 0.7 * (1 - bulge(fi_lo))
     il_y = np.maximum(il_y, iu_y[::-1] + 0.004)
-    inner = np.concatenate([
-        np.array([[-ic, icy, 0.08]]),
-        np.stack([fi_up * ic, iu_y, 0.12 + 0.06 * bulge(fi_up)], axis=1),
-        np.array([[ic, icy, 0.08]]),
-        np.stack([fi_lo * ic, il_y, 0.12 + 0.06 * bulge(fi_lo)], axis=1),
-    ])
+    inner = np.concatenate(
+        [
+            np.array([[-ic, icy, 0.08]]),
+            np.stack([fi_up * ic, iu_y, 0.12 + 0.06 * bulge(fi_up)], axis=1),
+            np.array([[ic, icy, 0.08]]),
+            np.stack([fi_lo * ic, il_y, 0.12 + 0.06 * bulge(fi_lo)], axis=1),
+        ]
+    )
     return outer, inner
 
 
@@ -324,10 +331,21 @@ def landmarks_3d(idn: Identity | None = None, ex: Expression | None = None) -> n
     eye_l, pupil_l = _eye(idn, ex, -1)
     eye_r, pupil_r = _eye(idn, ex, +1)
     outer, inner = _mouth(idn, ex)
-    pts = np.concatenate([
-        _contour(idn, ex), _brow(idn, ex, -1), _brow(idn, ex, +1), bridge, bottom,
-        eye_l, eye_r, outer, inner, pupil_l[None], pupil_r[None],
-    ])
+    pts = np.concatenate(
+        [
+            _contour(idn, ex),
+            _brow(idn, ex, -1),
+            _brow(idn, ex, +1),
+            bridge,
+            bottom,
+            eye_l,
+            eye_r,
+            outer,
+            inner,
+            pupil_l[None],
+            pupil_r[None],
+        ]
+    )
     pts[:, 2] *= idn.depth
     assert pts.shape == (N_LANDMARKS, 3)
     return pts
@@ -345,10 +363,8 @@ def head_points_3d(idn: Identity | None = None) -> dict[str, np.ndarray]:
     ears = []
     for side in (-1, 1):
         a = np.linspace(0, 2 * np.pi, 16, endpoint=False)
-        ears.append(np.stack([side * (w + 0.02 + 0.07 * np.cos(a)), 0.22 * np.sin(a), np.full(16, -0.45)],
-                             axis=1))
-    neck = np.array([[-0.55 * w, 0.7, -0.35], [-0.6 * w, 2.6, -0.45], [0.6 * w, 2.6, -0.45],
-                     [0.55 * w, 0.7, -0.35]])
+        ears.append(np.stack([side * (w + 0.02 + 0.07 * np.cos(a)), 0.22 * np.sin(a), np.full(16, -0.45)], axis=1))
+    neck = np.array([[-0.55 * w, 0.7, -0.35], [-0.6 * w, 2.6, -0.45], [0.6 * w, 2.6, -0.45], [0.55 * w, 0.7, -0.35]])
     a = np.linspace(np.pi, 2 * np.pi, 21)
     shoulders = np.stack([2.2 * np.cos(a), 2.9 + 0.8 * np.sin(a), np.full(21, -0.5)], axis=1)
     shoulders = np.concatenate([shoulders, [[2.2, 5.0, -0.5], [-2.2, 5.0, -0.5]]])
@@ -368,8 +384,9 @@ def hairline_3d(idn: Identity, height: float, part: float) -> np.ndarray:
     return np.stack([x * 1.01 * w, y, -0.1 - 0.25 * x**2], axis=1)
 
 
-def hair_3d(idn: Identity, style: int, volume: float, hairline_height: float, part: float
-            ) -> tuple[np.ndarray, np.ndarray]:
+def hair_3d(
+    idn: Identity, style: int, volume: float, hairline_height: float, part: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(front, back) hair polygons in the face frame for ``style`` 0 bald, 1 short, 2 medium, 3 long.
 
     ``front`` goes up one side of the head, over the top, down the other side and back along the
@@ -385,10 +402,16 @@ def hair_3d(idn: Identity, style: int, volume: float, hairline_height: float, pa
     y0 = CONTOUR_TOP_Y
     y_end = -0.05 if style < 3 else 0.3
     arc = np.stack([a * np.cos(t), y0 - top * np.sin(t) ** 0.85, -0.34 + 0.26 * np.sin(t)], axis=1)
-    front = np.concatenate([
-        [[-a, y_end, -0.34]], arc, [[a, y_end, -0.34]], [[1.065 * w, -0.3, -0.34]],
-        hairline_3d(idn, hairline_height, part)[::-1], [[-1.065 * w, -0.3, -0.34]],
-    ])
+    front = np.concatenate(
+        [
+            [[-a, y_end, -0.34]],
+            arc,
+            [[a, y_end, -0.34]],
+            [[1.065 * w, -0.3, -0.34]],
+            hairline_3d(idn, hairline_height, part)[::-1],
+            [[-1.065 * w, -0.3, -0.34]],
+        ]
+    )
     if style < 3:
         return front, np.zeros((0, 3))
     back = np.concatenate([[[-a * 1.05, 1.9, -0.6]], arc * [1.05, 1.0, 1.0], [[a * 1.05, 1.9, -0.6]]])

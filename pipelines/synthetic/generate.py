@@ -58,8 +58,7 @@ def item_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), _SPLIT_IDS[split], int(index)])
 
 
-def detector_box(landmarks: np.ndarray, rng: np.random.Generator | None = None, jitter: float = 0.0
-                 ) -> np.ndarray:
+def detector_box(landmarks: np.ndarray, rng: np.random.Generator | None = None, jitter: float = 0.0) -> np.ndarray:
     """Face-detector-like (x1, y1, x2, y2): the landmark box grown by ``BOX_EXPAND``, with optional noise
     (centre std ``jitter`` x side, log-size std ``jitter``, both clipped at 2 std). The box always contains
     every landmark."""
@@ -75,12 +74,16 @@ def detector_box(landmarks: np.ndarray, rng: np.random.Generator | None = None, 
 
 # --- stills --------------------------------------------------------------------------------------------
 
+
 def _sample_angles(rng: np.random.Generator) -> tuple[float, float, float]:
     yaw = rng.normal(0.0, 15.0) if rng.random() < 0.65 else rng.uniform(-42.0, 42.0)
     pitch = rng.normal(0.0, 10.0)
     roll = rng.uniform(-35.0, 35.0) if rng.random() < 0.1 else rng.normal(0.0, 8.0)
-    return (float(np.radians(np.clip(yaw, -42, 42))), float(np.radians(np.clip(pitch, -28, 28))),
-            float(np.radians(np.clip(roll, -35, 35))))
+    return (
+        float(np.radians(np.clip(yaw, -42, 42))),
+        float(np.radians(np.clip(pitch, -28, 28))),
+        float(np.radians(np.clip(roll, -35, 35))),
+    )
 
 
 def render_still(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +126,8 @@ def _still_task(args: tuple[int, str, int]) -> tuple[np.ndarray, np.ndarray]:
 
 # --- videos --------------------------------------------------------------------------------------------
 
-def smooth_signal(rng: np.random.Generator, n: int, fps: float, f_lo: float, f_hi: float, k: int = 3
-                  ) -> np.ndarray:
+
+def smooth_signal(rng: np.random.Generator, n: int, fps: float, f_lo: float, f_hi: float, k: int = 3) -> np.ndarray:
     """A smooth random signal of ``n`` samples in about [-1, 1]: ``k`` sinusoids with frequencies
     uniform in [f_lo, f_hi] Hz and random phases, normalised by the sum of amplitudes."""
     t = np.arange(n) / fps
@@ -140,13 +143,12 @@ def _blink_track(rng: np.random.Generator, n: int) -> np.ndarray:
     t = int(rng.integers(5, 60))
     while t < n:
         seg = profile[: n - t]
-        out[t:t + len(seg)] = np.maximum(out[t:t + len(seg)], seg)
+        out[t : t + len(seg)] = np.maximum(out[t : t + len(seg)], seg)
         t += int(rng.integers(50, 150))
     return out
 
 
-def _segments(rng: np.random.Generator, n: int, hard: bool, kinds: Sequence[str] | None = None
-              ) -> list[dict[str, Any]]:
+def _segments(rng: np.random.Generator, n: int, hard: bool, kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Non-overlapping hard segments [start, end) of ``kinds`` (default: 1..3 random distinct kinds), in
     random order; none when not ``hard``."""
     if not hard:
@@ -192,8 +194,14 @@ class VideoClip:
     fps: float = VIDEO_FPS
 
 
-def render_video(rng: np.random.Generator, n_frames: int, hard: bool, size: tuple[int, int] = VIDEO_SIZE,
-                 fps: float = VIDEO_FPS, kinds: Sequence[str] | None = None) -> VideoClip:
+def render_video(
+    rng: np.random.Generator,
+    n_frames: int,
+    hard: bool,
+    size: tuple[int, int] = VIDEO_SIZE,
+    fps: float = VIDEO_FPS,
+    kinds: Sequence[str] | None = None,
+) -> VideoClip:
     """Render one clip: smooth head motion and expressions, static or slowly panning background, and (when
     ``hard``) hard segments of ``kinds`` (default 1-3 random ones of ``HARD_KINDS``)."""
     if n_frames < 2:
@@ -232,13 +240,32 @@ def render_video(rng: np.random.Generator, n_frames: int, hard: bool, size: tupl
     brow = np.clip(0.35 * sm(0.05, 0.5), -1.0, 1.0)
     blink = _blink_track(rng, n)
     gx, gy = 0.5 * sm(0.05, 0.5), 0.3 * sm(0.05, 0.5)
-    exprs = [fm.Expression(float(mouth[i]), float(smile[i]), float(brow[i]), float(blink[i]),
-                           float(blink[i]), float(gx[i]), float(gy[i])) for i in range(n)]
+    exprs = [
+        fm.Expression(
+            float(mouth[i]),
+            float(smile[i]),
+            float(brow[i]),
+            float(blink[i]),
+            float(blink[i]),
+            float(gx[i]),
+            float(gy[i]),
+        )
+        for i in range(n)
+    ]
     lm3 = [fm.landmarks_3d(idn, e) for e in exprs]
 
     def place(tx_a: float, ty_a: float, sc: float) -> tuple[list[fm.Pose], np.ndarray]:
-        poses = [fm.Pose(float(yaw[i]), float(pitch[i]), float(roll[i]), float(scale[i] * sc),
-                         w / 2 + tx_a * float(tx_track[i]), h * 0.5 + ty_a * float(ty_track[i])) for i in range(n)]
+        poses = [
+            fm.Pose(
+                float(yaw[i]),
+                float(pitch[i]),
+                float(roll[i]),
+                float(scale[i] * sc),
+                w / 2 + tx_a * float(tx_track[i]),
+                h * 0.5 + ty_a * float(ty_track[i]),
+            )
+            for i in range(n)
+        ]
         pts = np.stack([fm.project(lm3[i], poses[i]) for i in range(n)])
         return poses, pts
 
@@ -269,15 +296,19 @@ def render_video(rng: np.random.Generator, n_frames: int, hard: bool, size: tupl
     if occ is not None:
         face_side = float(np.max(pts[:, :, :].max(axis=(0, 1)) - pts.min(axis=(0, 1))))
         occ_shape = {
-            "color": rng.uniform(0, 255, 3), "size": face_side * rng.uniform(0.45, 0.8),
-            "dir": rng.choice([-1, 1]), "dy": rng.uniform(-0.3, 0.3), "aspect": rng.uniform(0.5, 1.5),
-            "kind": int(rng.integers(0, 2)), "stripes": rng.random() < 0.4,
+            "color": rng.uniform(0, 255, 3),
+            "size": face_side * rng.uniform(0.45, 0.8),
+            "dir": rng.choice([-1, 1]),
+            "dy": rng.uniform(-0.3, 0.3),
+            "aspect": rng.uniform(0.5, 1.5),
+            "kind": int(rng.integers(0, 2)),
+            "stripes": rng.random() < 0.4,
         }
     frames = np.empty((n, h, w, 3), np.uint8)
     boxes = np.empty((n, 4), np.float32)
     prev_pts = pts[0]
     for i in range(n):
-        img = canvas[oy[i]:oy[i] + h, ox[i]:ox[i] + w].copy()
+        img = canvas[oy[i] : oy[i] + h, ox[i] : ox[i] + w].copy()
         geo = rd.build_geometry(idn, exprs[i], poses[i], app, lm3[i])
         rd.render_head(img, geo, app, light)
         lm = geo.landmarks
@@ -294,8 +325,12 @@ def render_video(rng: np.random.Generator, n_frames: int, hard: bool, size: tupl
             else:
                 ang = np.linspace(0, 2 * np.pi, 32, endpoint=False)
                 poly = np.stack([cx + sz * 0.35 * np.cos(ang), cy + sz * 0.5 * occ_shape["aspect"] * np.sin(ang)], 1)
-            rd.draw_polygon_occluder(img, np.asarray(poly, np.float64), occ_shape["color"],
-                                     np.random.default_rng(7 if occ_shape["stripes"] else 8))
+            rd.draw_polygon_occluder(
+                img,
+                np.asarray(poly, np.float64),
+                occ_shape["color"],
+                np.random.default_rng(7 if occ_shape["stripes"] else 8),
+            )
         if _in(segs, "motion_blur", i):
             vel = (lm - prev_pts).mean(axis=0)
             speed = float(np.linalg.norm(vel))
@@ -323,18 +358,25 @@ def _video_task(args: tuple[int, int, int, bool, str]) -> dict[str, Any]:
     vid = video_id(index)
     write_video_clip(root, vid, clip.frames, clip.landmarks, clip.boxes, clip.fps)
     h, w = clip.frames.shape[1:3]
-    return {"id": vid, "n_frames": len(clip.frames), "width": int(w), "height": int(h), "fps": clip.fps,
-            "split": "hard" if hard else "easy", "segments": clip.segments}
+    return {
+        "id": vid,
+        "n_frames": len(clip.frames),
+        "width": int(w),
+        "height": int(h),
+        "fps": clip.fps,
+        "split": "hard" if hard else "easy",
+        "segments": clip.segments,
+    }
 
 
 # --- dataset -------------------------------------------------------------------------------------------
+
 
 def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _imap(fn: Callable[[_T], _R], tasks: Sequence[_T], workers: int, desc: str, progress: bool
-          ) -> Iterator[_R]:
+def _imap(fn: Callable[[_T], _R], tasks: Sequence[_T], workers: int, desc: str, progress: bool) -> Iterator[_R]:
     """``map(fn, tasks)`` in order, in ``workers`` spawned processes when > 1, with a tqdm bar.
 
     Spawned workers re-import the caller's main module: scripts calling this with workers > 1 need an
@@ -364,10 +406,18 @@ def mean_shape_baseline(train_lm: np.ndarray, test_lm: np.ndarray) -> float:
     return float(nme(np.broadcast_to(mean, test_lm.shape), test_lm).mean())
 
 
-def generate_dataset(out_root: str | os.PathLike[str], *, n_train: int = DEFAULTS["n_train"],
-                     n_test: int = DEFAULTS["n_test"], n_videos: int = DEFAULTS["n_videos"],
-                     n_frames: int = DEFAULTS["n_frames"], seed: int = DEFAULTS["seed"], workers: int = 1,
-                     progress: bool = True, image_format: str = "png") -> dict[str, Any]:
+def generate_dataset(
+    out_root: str | os.PathLike[str],
+    *,
+    n_train: int = DEFAULTS["n_train"],
+    n_test: int = DEFAULTS["n_test"],
+    n_videos: int = DEFAULTS["n_videos"],
+    n_frames: int = DEFAULTS["n_frames"],
+    seed: int = DEFAULTS["seed"],
+    workers: int = 1,
+    progress: bool = True,
+    image_format: str = "png",
+) -> dict[str, Any]:
     """Write the synthetic stills (``out_root/wflw``) and videos (``out_root/wflw_v``); return a summary.
 
     Half the videos (rounded down) are "hard" (with hard segments), the rest "easy". Stills are PNG
@@ -387,16 +437,23 @@ def generate_dataset(out_root: str | os.PathLike[str], *, n_train: int = DEFAULT
         raise ValueError(f"image_format: expected one of {IMAGE_FORMATS}, got {image_format!r}")
     root = Path(out_root)
     wflw_root, v_root = root / "wflw", root / "wflw_v"
-    summary: dict[str, Any] = {"seed": int(seed), "n_train": int(n_train), "n_test": int(n_test),
-                               "n_videos": int(n_videos), "n_frames": int(n_frames), "image_format": image_format}
+    summary: dict[str, Any] = {
+        "seed": int(seed),
+        "n_train": int(n_train),
+        "n_test": int(n_test),
+        "n_videos": int(n_videos),
+        "n_frames": int(n_frames),
+        "image_format": image_format,
+    }
     times: dict[str, float] = {}
     all_lm: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     for split, count in (("train", n_train), ("test", n_test)):
         lms: list[np.ndarray] = []
 
-        def items(split: str = split, count: int = count, lms: list[np.ndarray] = lms
-                  ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        def items(
+            split: str = split, count: int = count, lms: list[np.ndarray] = lms
+        ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
             tasks = [(int(seed), split, i) for i in range(count)]
             for i, (img, lm) in enumerate(_imap(_still_task, tasks, workers, f"synth {split}", progress)):
                 lms.append(lm)
@@ -416,8 +473,9 @@ def generate_dataset(out_root: str | os.PathLike[str], *, n_train: int = DEFAULT
         hard = [str(r["id"]) for r in index if r["split"] == "hard"]
         write_text_atomic(v_root / "easy_video_IDs.txt", "".join(f"{v}\n" for v in easy))
         write_text_atomic(v_root / "hard_video_IDs.txt", "".join(f"{v}\n" for v in hard))
-        write_text_atomic(v_root / "download_ranges.txt",
-                          "".join(f"{r['id']} 0 {int(r['n_frames']) - 1}\n" for r in index))
+        write_text_atomic(
+            v_root / "download_ranges.txt", "".join(f"{r['id']} 0 {int(r['n_frames']) - 1}\n" for r in index)
+        )
         write_text_atomic(v_root / "index.json", json.dumps({"videos": index}, indent=1) + "\n")
         summary["easy_videos"], summary["hard_videos"] = easy, hard
     write_text_atomic(root / "summary.json", json.dumps(summary, indent=1) + "\n")
@@ -439,9 +497,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--image-format", choices=IMAGE_FORMATS, default="png")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    summary = generate_dataset(a.out, n_train=a.n_train, n_test=a.n_test, n_videos=a.n_videos,
-                               n_frames=a.n_frames, seed=a.seed, workers=a.workers, progress=not a.no_progress,
-                               image_format=a.image_format)
+    summary = generate_dataset(
+        a.out,
+        n_train=a.n_train,
+        n_test=a.n_test,
+        n_videos=a.n_videos,
+        n_frames=a.n_frames,
+        seed=a.seed,
+        workers=a.workers,
+        progress=not a.no_progress,
+        image_format=a.image_format,
+    )
     print(json.dumps(summary, indent=1))
     return 0
 

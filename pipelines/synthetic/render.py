@@ -24,15 +24,28 @@ _ONE = 1 << SHIFT
 _NOISE_SCALE = 32.0  # int8 noise bank holds N(0, 1) * 32
 
 # RGB palettes (0..255); samples interpolate between neighbours
-_SKIN = np.array([[250, 214, 190], [236, 188, 160], [214, 160, 120], [190, 135, 95], [160, 105, 70],
-                  [125, 80, 55], [95, 60, 42]], dtype=np.float32)
-_HAIR = np.array([[18, 14, 12], [45, 30, 22], [85, 58, 38], [130, 90, 55], [200, 165, 110], [150, 70, 35],
-                  [160, 158, 155], [230, 225, 215]], dtype=np.float32)
+_SKIN = np.array(
+    [[250, 214, 190], [236, 188, 160], [214, 160, 120], [190, 135, 95], [160, 105, 70], [125, 80, 55], [95, 60, 42]],
+    dtype=np.float32,
+)
+_HAIR = np.array(
+    [
+        [18, 14, 12],
+        [45, 30, 22],
+        [85, 58, 38],
+        [130, 90, 55],
+        [200, 165, 110],
+        [150, 70, 35],
+        [160, 158, 155],
+        [230, 225, 215],
+    ],
+    dtype=np.float32,
+)
 _HAIR_P = np.array([0.25, 0.22, 0.17, 0.1, 0.1, 0.05, 0.07, 0.04])
-_IRIS = np.array([[35, 22, 14], [80, 50, 28], [120, 90, 45], [70, 110, 150], [80, 115, 70], [110, 120, 125]],
-                 dtype=np.float32)
-_LIPSTICK = np.array([[170, 25, 40], [200, 80, 110], [110, 30, 60], [150, 60, 50], [60, 20, 30]],
-                     dtype=np.float32)
+_IRIS = np.array(
+    [[35, 22, 14], [80, 50, 28], [120, 90, 45], [70, 110, 150], [80, 115, 70], [110, 120, 125]], dtype=np.float32
+)
+_LIPSTICK = np.array([[170, 25, 40], [200, 80, 110], [110, 30, 60], [150, 60, 50], [60, 20, 30]], dtype=np.float32)
 
 
 def _pick(rng: np.random.Generator, palette: np.ndarray, p: np.ndarray | None = None) -> np.ndarray:
@@ -106,8 +119,9 @@ class Lighting:
         """A random light, mostly from the front."""
         d = np.array([rng.uniform(-0.9, 0.9), rng.uniform(-0.8, 0.5), rng.uniform(0.35, 1.0)])
         ambient = float(rng.uniform(0.35, 0.65))
-        return Lighting(direction=d / np.linalg.norm(d), ambient=ambient,
-                        diffuse=float(1.05 - ambient + rng.uniform(-0.1, 0.15)))
+        return Lighting(
+            direction=d / np.linalg.norm(d), ambient=ambient, diffuse=float(1.05 - ambient + rng.uniform(-0.1, 0.15))
+        )
 
 
 @dataclass(frozen=True)
@@ -130,8 +144,9 @@ class HeadGeometry:
     origin: np.ndarray  # (2,) image position of the face-frame origin
 
 
-def build_geometry(idn: fm.Identity, ex: fm.Expression, pose: fm.Pose, app: Appearance,
-                   lm3: np.ndarray | None = None) -> HeadGeometry:
+def build_geometry(
+    idn: fm.Identity, ex: fm.Expression, pose: fm.Pose, app: Appearance, lm3: np.ndarray | None = None
+) -> HeadGeometry:
     """Project the 3D face, its head geometry and iris outlines with ``pose`` (``lm3``: precomputed
     ``landmarks_3d(idn, ex)``)."""
     if lm3 is None:
@@ -145,22 +160,45 @@ def build_geometry(idn: fm.Identity, ex: fm.Expression, pose: fm.Pose, app: Appe
         ang = np.linspace(0.0, 2 * np.pi, 24, endpoint=False)
         irises.append(p + np.stack([r * np.cos(ang), r * np.sin(ang), np.zeros(24)], axis=1))
     rot = fm.rotation_matrix(pose.yaw, pose.pitch, pose.roll)
-    every = np.concatenate([lm3, head["forehead"], hair, back, head["ear_l"], head["ear_r"], head["neck"],
-                            head["shoulders"], irises[0], irises[1]])
+    every = np.concatenate(
+        [
+            lm3,
+            head["forehead"],
+            hair,
+            back,
+            head["ear_l"],
+            head["ear_r"],
+            head["neck"],
+            head["shoulders"],
+            irises[0],
+            irises[1],
+        ]
+    )
     p2 = fm.project(every, pose)
     sizes = [98, len(head["forehead"]), len(hair), len(back), 16, 16, 4, len(head["shoulders"]), 24, 24]
     parts = np.split(p2, np.cumsum(sizes)[:-1])
     _, _, hw = fm.eye_frame(idn, -1)
     geo = HeadGeometry(
-        landmarks=parts[0], forehead=parts[1], hair=parts[2], back_hair=parts[3],
-        ear_l=parts[4], ear_r=parts[5], neck=parts[6], shoulders=parts[7], iris_l=parts[8], iris_r=parts[9],
-        pupil_radius=0.4 * fm.IRIS_RADIUS * hw * pose.scale, rot=rot, scale=pose.scale,
+        landmarks=parts[0],
+        forehead=parts[1],
+        hair=parts[2],
+        back_hair=parts[3],
+        ear_l=parts[4],
+        ear_r=parts[5],
+        neck=parts[6],
+        shoulders=parts[7],
+        iris_l=parts[8],
+        iris_r=parts[9],
+        pupil_radius=0.4 * fm.IRIS_RADIUS * hw * pose.scale,
+        rot=rot,
+        scale=pose.scale,
         origin=np.array([pose.tx, pose.ty]),
     )
     return geo
 
 
 # --- drawing helpers -----------------------------------------------------------------------------------
+
 
 def _fx(pts: np.ndarray, off: np.ndarray | None = None) -> np.ndarray:
     """Float pixel points -> int32 fixed-point (``shift=4``) for cv2 drawing."""
@@ -184,14 +222,16 @@ def _fill(img: np.ndarray, pts: np.ndarray, color: Color, off: np.ndarray | None
         cv2.fillPoly(img, [_fx(pts, off)], _col(color), cv2.LINE_AA, SHIFT)
 
 
-def _line(img: np.ndarray, pts: np.ndarray, color: Color, thick: int, off: np.ndarray | None = None,
-          closed: bool = False) -> None:
+def _line(
+    img: np.ndarray, pts: np.ndarray, color: Color, thick: int, off: np.ndarray | None = None, closed: bool = False
+) -> None:
     """Anti-aliased sub-pixel polyline of at least 1 px."""
     cv2.polylines(img, [_fx(pts, off)], closed, _col(color), max(1, int(thick)), cv2.LINE_AA, SHIFT)
 
 
-def _ellipse(img: np.ndarray, c: np.ndarray, axes: tuple[float, float], angle: float, color: Color,
-             off: np.ndarray | None = None) -> None:
+def _ellipse(
+    img: np.ndarray, c: np.ndarray, axes: tuple[float, float], angle: float, color: Color, off: np.ndarray | None = None
+) -> None:
     """Anti-aliased sub-pixel filled ellipse (``axes`` are half-axes in px, ``angle`` in degrees)."""
     cc = c if off is None else c - off
     center = (round(float(cc[0]) * _ONE), round(float(cc[1]) * _ONE))
@@ -213,6 +253,7 @@ def _bbox(pts: np.ndarray, shape: tuple[int, ...], pad: int = 2) -> tuple[int, i
 
 # --- background ----------------------------------------------------------------------------------------
 
+
 def draw_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Cluttered RGB uint8 background: colour gradient, low-frequency colour noise and random shapes."""
     c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
@@ -232,8 +273,7 @@ def draw_background(rng: np.random.Generator, height: int, width: int) -> np.nda
             box = cv2.boxPoints(((cx, cy), (size, size * rng.uniform(0.2, 1.5)), rng.uniform(0, 180)))
             _fill(img, box, color)
         elif kind == 1:
-            _ellipse(img, np.array([cx, cy]), (size / 2, size / 2 * rng.uniform(0.3, 1.0)), rng.uniform(0, 180),
-                     color)
+            _ellipse(img, np.array([cx, cy]), (size / 2, size / 2 * rng.uniform(0.3, 1.0)), rng.uniform(0, 180), color)
         elif kind == 2:
             n = int(rng.integers(3, 7))
             pts = np.array([cx, cy]) + rng.uniform(-size / 2, size / 2, (n, 2))
@@ -256,8 +296,8 @@ def draw_background(rng: np.random.Generator, height: int, width: int) -> np.nda
 
 # --- head ----------------------------------------------------------------------------------------------
 
-def _shade_map(geo: HeadGeometry, app: Appearance, light: Lighting, box: tuple[int, int, int, int]
-               ) -> np.ndarray:
+
+def _shade_map(geo: HeadGeometry, app: Appearance, light: Lighting, box: tuple[int, int, int, int]) -> np.ndarray:
     """(h, w) float32 multiplicative shading x texture over the ROI ``box``, computed at 1/4 resolution."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
@@ -274,16 +314,28 @@ def _shade_map(geo: HeadGeometry, app: Appearance, light: Lighting, box: tuple[i
     nz = np.sqrt(np.maximum(1.0 - nu * nu - nv * nv, 0.06))
     norm = np.sqrt(nu * nu + nv * nv + nz * nz)
     r = geo.rot.astype(np.float32)
-    ld = (light.direction.astype(np.float32) @ r)  # light in the face frame
+    ld = light.direction.astype(np.float32) @ r  # light in the face frame
     lam = np.maximum((ld[0] * nu + ld[1] * nv + ld[2] * nz) / norm, 0.0)
     shade = light.ambient + light.diffuse * lam
-    tex = cv2.remap(app.texture, ((u + 1.6) / 3.2 * 15).astype(np.float32), ((v + 1.9) / 3.8 * 15).astype(
-        np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    tex = cv2.remap(
+        app.texture,
+        ((u + 1.6) / 3.2 * 15).astype(np.float32),
+        ((v + 1.9) / 3.8 * 15).astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
+    )
     return cv2.resize((shade * tex).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _draw_eye(img: np.ndarray, ring: np.ndarray, iris: np.ndarray, pupil: np.ndarray, geo: HeadGeometry,
-              app: Appearance, skin: np.ndarray) -> None:
+def _draw_eye(
+    img: np.ndarray,
+    ring: np.ndarray,
+    iris: np.ndarray,
+    pupil: np.ndarray,
+    geo: HeadGeometry,
+    app: Appearance,
+    skin: np.ndarray,
+) -> None:
     s = geo.scale
     box = _bbox(np.concatenate([ring, iris]), img.shape, pad=2)
     if box is None:
@@ -309,8 +361,9 @@ def _draw_eye(img: np.ndarray, ring: np.ndarray, iris: np.ndarray, pupil: np.nda
     # lid crease above the upper lid
     up = geo.rot[:2, 1] * -1.0
     crease = ring[[1, 2, 3]] + up * (0.05 * s)
-    _line(img, np.concatenate([ring[:1] + up * 0.02 * s, crease, ring[4:5] + up * 0.02 * s]), skin * 0.78,
-          round(0.01 * s))
+    _line(
+        img, np.concatenate([ring[:1] + up * 0.02 * s, crease, ring[4:5] + up * 0.02 * s]), skin * 0.78, round(0.01 * s)
+    )
 
 
 def render_head(img: np.ndarray, geo: HeadGeometry, app: Appearance, light: Lighting) -> None:
@@ -382,8 +435,15 @@ def render_head(img: np.ndarray, geo: HeadGeometry, app: Appearance, light: Ligh
 
 # --- occluders and photometric effects -----------------------------------------------------------------
 
-def draw_occluder(img: np.ndarray, rng: np.random.Generator, landmarks: np.ndarray, *,
-                  center: np.ndarray | None = None, size: float | None = None) -> np.ndarray:
+
+def draw_occluder(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    landmarks: np.ndarray,
+    *,
+    center: np.ndarray | None = None,
+    size: float | None = None,
+) -> np.ndarray:
     """Draw one random occluder over part of the face; return its (N, 2) outline polygon (pixels)."""
     box_min, box_max = landmarks.min(0), landmarks.max(0)
     face = float(np.max(box_max - box_min))
@@ -394,8 +454,9 @@ def draw_occluder(img: np.ndarray, rng: np.random.Generator, landmarks: np.ndarr
     kind = int(rng.integers(0, 3))
     color = rng.uniform(0, 255, 3)
     if kind == 0:
-        poly = cv2.boxPoints(((float(center[0]), float(center[1])), (size, size * rng.uniform(0.4, 1.6)),
-                              rng.uniform(0, 180)))
+        poly = cv2.boxPoints(
+            ((float(center[0]), float(center[1])), (size, size * rng.uniform(0.4, 1.6)), rng.uniform(0, 180))
+        )
     elif kind == 1:
         ang = np.linspace(0, 2 * np.pi, 32, endpoint=False)
         rot = rng.uniform(0, np.pi)
@@ -412,8 +473,7 @@ def draw_occluder(img: np.ndarray, rng: np.random.Generator, landmarks: np.ndarr
     return np.asarray(poly, dtype=np.float64)
 
 
-def draw_polygon_occluder(img: np.ndarray, poly: np.ndarray, color: np.ndarray, rng: np.random.Generator
-                          ) -> None:
+def draw_polygon_occluder(img: np.ndarray, poly: np.ndarray, color: np.ndarray, rng: np.random.Generator) -> None:
     """Fill ``poly`` with ``color``, optionally striped, in place."""
     _fill(img, poly, color)
     if rng.random() < 0.35:
@@ -436,8 +496,9 @@ def draw_polygon_occluder(img: np.ndarray, poly: np.ndarray, color: np.ndarray, 
 def _noise_bank() -> np.ndarray:
     """(4, 512, 512, 3) int8 standard-normal noise x 32, from a fixed seed (fast per-image noise)."""
     g = np.random.default_rng(12345)
-    return np.clip(np.round(g.standard_normal((4, 512, 512, 3), dtype=np.float32) * _NOISE_SCALE),
-                   -127, 127).astype(np.int8)
+    return np.clip(np.round(g.standard_normal((4, 512, 512, 3), dtype=np.float32) * _NOISE_SCALE), -127, 127).astype(
+        np.int8
+    )
 
 
 def add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -450,7 +511,7 @@ def add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
         k = int(rng.integers(0, bank.shape[0]))
         oy = int(rng.integers(0, bank.shape[1] - h + 1))
         ox = int(rng.integers(0, bank.shape[2] - w + 1))
-        n = bank[k, oy:oy + h, ox:ox + w].astype(np.float32) * np.float32(sigma / _NOISE_SCALE)
+        n = bank[k, oy : oy + h, ox : ox + w].astype(np.float32) * np.float32(sigma / _NOISE_SCALE)
     else:
         n = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(sigma)
     return np.clip(img.astype(np.float32) + n, 0, 255).astype(np.uint8)
@@ -470,14 +531,22 @@ def motion_blur(img: np.ndarray, length: float, angle: float) -> np.ndarray:
     k = np.zeros((n, n), np.float32)
     c = (n - 1) / 2
     d = np.array([np.cos(angle), np.sin(angle)]) * (length / 2)
-    cv2.line(k, (round((c - d[0]) * 16), round((c - d[1]) * 16)), (round((c + d[0]) * 16),
-             round((c + d[1]) * 16)), 1.0, 1, cv2.LINE_AA, 4)
+    cv2.line(
+        k,
+        (round((c - d[0]) * 16), round((c - d[1]) * 16)),
+        (round((c + d[0]) * 16), round((c + d[1]) * 16)),
+        1.0,
+        1,
+        cv2.LINE_AA,
+        4,
+    )
     k /= max(float(k.sum()), 1e-6)
     return cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT)
 
 
-def photometric(img: np.ndarray, rng: np.random.Generator, *, low_light: bool = False,
-                blur_p: float = 0.2, jpeg_p: float = 0.15) -> np.ndarray:
+def photometric(
+    img: np.ndarray, rng: np.random.Generator, *, low_light: bool = False, blur_p: float = 0.2, jpeg_p: float = 0.15
+) -> np.ndarray:
     """Random global lighting change, optional blur, sensor noise and optional JPEG artefacts."""
     if low_light:
         gain = rng.uniform(0.15, 0.32) * rng.uniform(0.85, 1.15, 3)

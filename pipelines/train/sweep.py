@@ -212,8 +212,13 @@ def run_sweep(
         for i in range(0, len(items), 100):
             client.log_batch(parent_id, params=items[i : i + 100])
 
-    static = {"sweep_run": sweep_run, "shards": shards, "parent_run_id": parent_id, "experiment_id": exp_id,
-              "n_train": n_train}
+    static = {
+        "sweep_run": sweep_run,
+        "shards": shards,
+        "parent_run_id": parent_id,
+        "experiment_id": exp_id,
+        "n_train": n_train,
+    }
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(_trial, base=cfg.to_dict(), static=static, datasets=datasets), {"CPU": 0.01}
     )

@@ -94,8 +94,11 @@ class RunLogger:
 
         existing = self.client.get_run(self.run_id).data.params
         new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
-        changed = [RunTag(f"changed_param.{k}", str(v)[:5000]) for k, v in params.items()
-                   if k in existing and existing[k] != str(v)[:6000]]
+        changed = [
+            RunTag(f"changed_param.{k}", str(v)[:5000])
+            for k, v in params.items()
+            if k in existing and existing[k] != str(v)[:6000]
+        ]
         for i in range(0, len(new), 100):
             self.client.log_batch(self.run_id, params=new[i : i + 100])
         if changed:
@@ -181,9 +184,7 @@ def resolve_model_version(name: str, alias_or_version: str | int, tracking_uri: 
         raise ValueError(f"registered model {name!r} @ {ref!r} not found in {tracking_uri}: {exc.message}") from exc
 
 
-def load_registered_model(
-    name: str, alias_or_version: str | int = "champion", tracking_uri: str | None = None
-) -> Any:
+def load_registered_model(name: str, alias_or_version: str | int = "champion", tracking_uri: str | None = None) -> Any:
     """Download a registered version's ``best.pt`` and return the ``LandmarkDEQ`` (eval mode, CPU).
 
     ``alias_or_version``: an alias (``champion``, ``newest``), ``latest`` (the highest version) or a version

@@ -142,9 +142,7 @@ def build_trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": cfg.to_dict(), "steps_per_epoch": steps, "mlflow_run_id": mlflow_run_id},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
-        ),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
             storage_path=cfg.storage_path,
@@ -319,8 +317,12 @@ def _write_outputs(
             cfg.mlflow_uri,
             cfg.registered_model,
             run_id,
-            {"val_nme": best_row["val_nme"], "val_fr": best_row["val_fr"], "val_auc": best_row["val_auc"],
-             "epoch": summary["best_epoch"]},
+            {
+                "val_nme": best_row["val_nme"],
+                "val_fr": best_row["val_fr"],
+                "val_auc": best_row["val_auc"],
+                "epoch": summary["best_epoch"],
+            },
         )
         metrics["registered_version"] = registered["version"]
     metrics_path = out / "metrics" / "train.json"
