@@ -114,7 +114,9 @@ def train_one_epoch(
     device: torch.device,
     pool: DataPool | None = None,
 ) -> dict[str, float]:
-    """One pass over this worker's shard; returns the batch-mean loss, training NFE and local image count.
+    """One pass over this worker's shard; returns the loss and training-NFE sums, the local image count, and where
+    the time went (``first_batch_s``: iterator start-up to the first batch; ``data_wait_s``: all waiting for
+    batches, the first included; ``compute_s``: the training steps).
 
     Batches are decoded and augmented on ``pool`` (None: sequentially), ``cfg.prefetch_batches`` ahead of the
     training step in a background thread; sample i of step s draws from (seed, epoch, rank, s, i).
@@ -141,9 +143,14 @@ def train_one_epoch(
         )
         for step, batch in enumerate(batches)
     )
+    first_batch_s, wait_s, compute_s = 0.0, 0.0, 0.0
     with Prefetcher(prepared, cfg.prefetch_batches) as ready:
+        waited_from = t0  # the first wait includes the iterator's start-up
         for step, (imgs, lms) in enumerate(ready):
+            got = time.perf_counter()
+            wait_s += got - waited_from
             if step == 0:
+                first_batch_s = got - t0  # iterator start-up + the first decode/augment
                 _maybe_fail(cfg, epoch, rank, world)
             x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
             budget = cfg.effective_train_nfe
@@ -153,12 +160,17 @@ def train_one_epoch(
             losses.append(loss)
             nfes.append(nfe)
             images += len(imgs)
+            waited_from = time.perf_counter()
+            compute_s += waited_from - got  # the step incl. its gradient all-reduce (float(loss) synchronises)
     return {
         "loss_sum": float(np.sum(losses)),
         "steps": len(losses),
         "nfe_sum": float(np.sum(nfes)),
         "images": images,
         "seconds": time.perf_counter() - t0,
+        "first_batch_s": first_batch_s,
+        "data_wait_s": wait_s,
+        "compute_s": compute_s,
     }
 
 
@@ -290,8 +302,12 @@ def _save_state(
     save_checkpoint(
         folder / BEST_FILE,
         best_model,
-        {"epoch": int(best.get("epoch", epochs_done)), "val_nme": float(best.get("val_nme", math.nan)),
-         "run_name": cfg.run_name, "source": "ldeq train"},
+        {
+            "epoch": int(best.get("epoch", epochs_done)),
+            "val_nme": float(best.get("val_nme", math.nan)),
+            "run_name": cfg.run_name,
+            "source": "ldeq train",
+        },
     )
 
 
@@ -375,6 +391,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                 "lr": lr,
                 "images_per_s": sum(t["images"] for t in tr) / max(seconds, 1e-9),
                 "epoch_train_s": seconds,
+                # where an epoch's training time goes (slowest rank): what limits multi-GPU scaling on small sets
+                "epoch_first_batch_s": max(t["first_batch_s"] for t in tr),
+                "epoch_data_wait_s": max(t["data_wait_s"] for t in tr),
+                "epoch_compute_s": max(t["compute_s"] for t in tr),
                 **val,
             }
             history.append(row)

@@ -41,6 +41,9 @@ def test_two_worker_run_logs_registers_and_learns(ray_local: str, shards: Path, 
     assert res.metrics["world_size"] == 2 and res.start_epoch == 0
     assert hist[0]["train_nfe_mean"] == cfg.train_max_nfe + 1  # solver budget + the one tracked step
     assert hist[0]["lr"] == pytest.approx(cfg.lr / 2)  # first step of a 2-step warm-up (0.5 epoch x 4 steps)
+    for r in hist:  # the epoch-time breakdown: parts of the slowest rank's training time, first batch in the waits
+        assert 0 < r["epoch_first_batch_s"] <= r["epoch_data_wait_s"] < r["epoch_train_s"]
+        assert 0 < r["epoch_compute_s"] < r["epoch_train_s"]
 
     # DVC outputs
     metrics = json.loads((tmp_path / "out" / "metrics" / "train.json").read_text())
