@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 import torch
@@ -59,7 +59,7 @@ class InferencePolicy:
     def from_dict(cls, d: dict[str, Any] | None) -> InferencePolicy:
         """From a params/config mapping (keys: the fields of this class)."""
         d = dict(d or {})
-        unknown = set(d) - {"precision", "channels_last", "cuda_graphs", "compile", "dynamic_batch", "graph_batches"}
+        unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown inference keys: {sorted(unknown)}")
         if "graph_batches" in d and d["graph_batches"] is not None:
