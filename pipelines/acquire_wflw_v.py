@@ -129,6 +129,25 @@ class ManifestRow:
         return {col: cell(getattr(self, col)) for col in MANIFEST_COLUMNS}
 
     @classmethod
+    def for_window(
+        cls, vid: str, split: str, window: FrameRange, status: Status, reason: str = "", info: ClipInfo | None = None
+    ) -> ManifestRow:
+        """The row of a listed video: its window, an outcome, and the clip's facts when there is a clip."""
+        return cls(
+            id=vid,
+            split=split,
+            start=window.start,
+            end=window.end,
+            status=status,
+            reason=reason,
+            n_frames=info.n_frames if info else None,
+            width=info.width if info else None,
+            height=info.height if info else None,
+            fps=info.fps if info else None,
+            sha256=info.sha256 if info else "",
+        )
+
+    @classmethod
     def from_record(cls, rec: Mapping[str, str], source: str) -> ManifestRow:
         """Parse one CSV record; ``source`` names the file in error messages."""
 
@@ -712,19 +731,7 @@ def _acquire_one(vid: str, ctx: _Context) -> ManifestRow:
     window = ctx.lists.range_of(vid)
 
     def row(status: Status, reason: str = "", info: ClipInfo | None = None) -> ManifestRow:
-        return ManifestRow(
-            id=vid,
-            split=ctx.lists.split_of(vid),
-            start=window.start,
-            end=window.end,
-            status=status,
-            reason=reason,
-            n_frames=info.n_frames if info else None,
-            width=info.width if info else None,
-            height=info.height if info else None,
-            fps=info.fps if info else None,
-            sha256=info.sha256 if info else "",
-        )
+        return ManifestRow.for_window(vid, ctx.lists.split_of(vid), window, status, reason, info)
 
     try:
         landmarks, _ = load_checked_annotations(ctx.out_root, vid)
@@ -910,10 +917,9 @@ def validate_clip(out_root: Path, vid: str, lists: WflwVLists, *, in_source: boo
     """
     if vid not in lists:
         return ManifestRow(vid, "", None, None, "invalid", f"id {vid!r} is not in the WFLW-V lists")
-    window = lists.range_of(vid)
-    base = {"id": vid, "split": lists.split_of(vid), "start": window.start, "end": window.end}
+    window, split = lists.range_of(vid), lists.split_of(vid)
     if not in_source:
-        return ManifestRow(**base, status="unavailable", reason="not in the archive")
+        return ManifestRow.for_window(vid, split, window, "unavailable", "not in the archive")
     info: ClipInfo | None = None
     try:
         clip = load_wflw_v_clip(out_root, vid, n_points=N_POINTS)
@@ -934,16 +940,7 @@ def validate_clip(out_root: Path, vid: str, lists: WflwVLists, *, in_source: boo
             )
         else:
             status, reason = "ok", _frame_warning(clip.landmarks, w, h)
-    return ManifestRow(
-        **base,
-        status=status,
-        reason=reason,
-        n_frames=info.n_frames if info else None,
-        width=info.width if info else None,
-        height=info.height if info else None,
-        fps=info.fps if info else None,
-        sha256=info.sha256 if info else "",
-    )
+    return ManifestRow.for_window(vid, split, window, status, reason, info)
 
 
 def acquire_from_archive(
