@@ -354,38 +354,32 @@ def main(argv: list[str] | None = None) -> dict:
             if b.strip()
             for n in args.profile_variants.split(",")
         ]
+
+    def save(rwr_rows: list[dict]) -> None:
+        """Write the result so far (with ``rwr_rows`` as its RwR rows): a time-out keeps what was measured."""
+        if args.out:
+            args.out.write_text(json.dumps({**result, "rwr": rwr_rows}, indent=1))
+
     if args.checkpoint is not None:
         # Parity and speed of the variants on a trained model and real crops; nothing else.
-        def sink(rows: list[dict]) -> None:
-            if args.out:
-                args.out.write_text(json.dumps({**result, "rwr": rows}, indent=1))
-
         result["rwr"] = bench_rwr(
-            "checkpoint", batches, variants, device, checkpoint=args.checkpoint, inputs=args.inputs, sink=sink
+            "checkpoint", batches, variants, device, checkpoint=args.checkpoint, inputs=args.inputs, sink=save
         )
-        if args.out:
-            args.out.write_text(json.dumps(result, indent=1))
+        save(result["rwr"])
         return result
     for preset in presets:
         done = list(result["rwr"])
-
-        def sink_preset(rows: list[dict], done: list[dict] = done) -> None:
-            if args.out:
-                args.out.write_text(json.dumps({**result, "rwr": done + rows}, indent=1))
-
-        result["rwr"] += bench_rwr(preset, batches, variants, device, sink=sink_preset)
+        result["rwr"] += bench_rwr(preset, batches, variants, device, sink=lambda rows, done=done: save(done + rows))
         if not args.only_rwr:
             result["full_solve"] += bench_full_solve(preset, batches[:1] if args.quick else [1, 32], device)
-        if args.out:
-            args.out.write_text(json.dumps(result, indent=1))
+        save(result["rwr"])
     if args.only_rwr:
         return result
     budgets = [2] if args.quick else [4, 8, 16, 32]
     result["training_memory"] = bench_training_memory(
         presets[0], 1 if args.quick else args.train_batch, budgets, device
     )
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    save(result["rwr"])
     return result
 
 

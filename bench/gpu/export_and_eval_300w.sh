@@ -12,8 +12,6 @@ timeout "${PARITY_TIMEOUT:-200}" python3 bench/bench_inference.py --device cuda 
   --inputs .devrun/crops256.npz --batches 1,32,256 \
   --variants fp32,fp32+graph,tf32,tf32+cl,tf32+cl+graph,bf16+cl+graph,default --out .devrun/parity_paper.json \
   > .devrun/parity.log 2>&1
-python3 -c "
-import json; d = json.load(open('.devrun/parity_paper.json'))
-for r in d['rwr']: print(r['batch'], r['variant'], round(r.get('frames_per_s', 0)), r.get('max_landmark_diff_px_at_256'), r.get('parity_ok'), r.get('error', ''))"
+python3 bench/gpu/summarize.py .devrun/parity_paper.json
 tar czf "$OUT/w300_results.tgz" -C .gpu metrics outputs/eval outputs/overlays plots -C ../.devrun train.log eval.log parity.log parity_paper.json metrics 2>/dev/null
 ls -la "$OUT" "$OUT/ckpt"

@@ -7,14 +7,7 @@ timeout "${SWEEP_TIMEOUT:-260}" python3 bench/bench_inference.py --device cuda -
   --out "$OUT/rwr_paper.json" > .devrun/sweep.log 2>&1
 timeout 120 python3 bench/bench_inference.py --device cuda --presets tiny --batches 1,64,512 --only-rwr \
   --variants fp32,tf32+cl+graph,bf16+cl+graph,default --out "$OUT/rwr_tiny.json" >> .devrun/sweep.log 2>&1
-python3 -c "
-import json
-for f in ('$OUT/rwr_paper.json', '$OUT/rwr_tiny.json'):
-    d = json.load(open(f)); print(d.get('device'), 'peak', d.get('bf16_matmul_peak_tflops'))
-    for r in d['rwr']: print(r['preset'], r['batch'], r['variant'], round(r.get('frames_per_s', 0)), round(r.get('ms_per_frame', 0), 3), round(r.get('tflops', 0), 1), r.get('parity_ok'), r.get('error', '')[:80])
-    for r in d.get('full_solve', []): print(r)
-    for p in d.get('profile', []): print(p['batch'], round(p['device_us_per_step']), [(k['name'][:50], round(k['share'], 3)) for k in p['top'][:6]])
-"
+python3 bench/gpu/summarize.py "$OUT/rwr_paper.json" "$OUT/rwr_tiny.json"
 CKPT=${SERVE_CKPT:-.devrun/models/model16.pt}
 timeout "${SERVE_TIMEOUT:-240}" python3 bench/bench_serve.py --device cuda --replicas 1 --gpus-per-replica 1 \
   --cpus-per-replica 8 --prepare-threads 8 --max-batch-size 32 --clients 1,8,32 --requests-per-client 3 \

@@ -8,13 +8,7 @@ timeout 150 python3 bench/bench_inference.py --device cuda --checkpoint .gpu2/mo
   --batches 1,8,32,256 --variants fp32,tf32,tf32+graph,default --out "$OUT/parity2.json" > .devrun/parity2.log 2>&1
 timeout 200 python3 bench/bench_inference.py --device cuda --presets paper --batches 1,8,64,256,512 --only-rwr \
   --variants fp32,tf32,tf32+graph,default --profile 1,256 --out "$OUT/sweep2.json" > .devrun/sweep2.log 2>&1
-python3 -c "
-import json
-for f in ('$OUT/parity2.json', '$OUT/sweep2.json'):
-    d = json.load(open(f)); print(f, d.get('device'), 'peak', d.get('bf16_matmul_peak_tflops'))
-    for r in d['rwr']: print(r['preset'], r['batch'], r['variant'], round(r.get('frames_per_s', 0)), round(r.get('ms_per_frame', 0), 3), round(r.get('tflops', 0), 1), r.get('max_landmark_diff_px_at_256'), r.get('parity_ok'), r.get('error', '')[:80])
-    for p in d.get('profile', []): print(p['batch'], round(p['device_us_per_step']), [(k['name'][:60], round(k['share'], 3)) for k in p['top'][:8]])
-"
+python3 bench/gpu/summarize.py "$OUT/parity2.json" "$OUT/sweep2.json"
 timeout "${SERVE_TIMEOUT:-230}" python3 bench/bench_serve.py --device cuda --replicas 1 --gpus-per-replica 1 \
   --cpus-per-replica 8 --prepare-threads 8 --max-batch-size 32 --clients 1,8,32 --requests-per-client 3 \
   --checkpoint .gpu2/model16.pt --out "$OUT/serve2.json" > .devrun/serve2.log 2>&1
