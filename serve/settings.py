@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from ldeq_core.inference import InferencePolicy
+from ldeq_core.inference import DEFAULT_STATIC_BATCHES, InferencePolicy
 
 DEFAULT_TOKEN_ENV = "LDEQ_SERVE_TOKEN"
 
@@ -132,10 +132,18 @@ class InferenceSettings(_Section):
     cuda_graphs: bool | None = None
     compile: bool | None = None
     dynamic_batch: bool = True
+    static_batches: tuple[int, ...] = DEFAULT_STATIC_BATCHES
     warmup: bool = True
 
     def policy(self) -> InferencePolicy:
-        return InferencePolicy(self.precision, self.channels_last, self.cuda_graphs, self.compile, self.dynamic_batch)
+        return InferencePolicy(
+            self.precision,
+            self.channels_last,
+            self.cuda_graphs,
+            self.compile,
+            self.dynamic_batch,
+            static_batches=tuple(self.static_batches),
+        )
 
 
 class ServeSettings(_Section):

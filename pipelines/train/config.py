@@ -37,6 +37,10 @@ class TrainConfig:
     val_split: str = "auto"  # auto: "val" when the shards have it, else "test" (the synthetic source has no val)
     materialize_train: bool = False  # keep the decoded-on-the-fly shard bytes in the object store (small sets)
     materialize_val: bool = True  # the val split is read once, not once per epoch and worker
+    # every worker holds the whole (encoded) train split in memory and takes its share of a global per-epoch
+    # permutation (pipelines/train/cache.py); false: stream the worker's Ray Data shard every epoch
+    worker_cache: bool = True
+    worker_cache_max_mb: float = 2048.0  # per worker; a larger split is refused with a clear error
     # optimisation
     epochs: int = 12
     batch_size: int = 16  # per worker
@@ -103,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"train.train_max_nfe must be >= 1 or null, got {self.train_max_nfe}")
         if self.data_threads is not None and self.data_threads < 0:
             raise ValueError(f"train.data_threads must be >= 0 or null (0, null: auto), got {self.data_threads}")
+        if self.worker_cache_max_mb <= 0:
+            raise ValueError(f"train.worker_cache_max_mb must be > 0, got {self.worker_cache_max_mb}")
         if self.prefetch_batches < 0:
             raise ValueError(f"train.prefetch_batches must be >= 0 (0: no prefetch), got {self.prefetch_batches}")
         if self.compile and self.bf16:

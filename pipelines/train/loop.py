@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import os
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ import torch.distributed as dist
 from ldeq_core.checkpoints import load_checkpoint, save_checkpoint
 from ldeq_core.metrics import fr_auc, nme
 from ldeq_core.model import LandmarkDEQ
+from pipelines.train.cache import MIB, TrainCache
 from pipelines.train.config import TrainConfig
 from pipelines.train.data import DataPool, Prefetcher, prepare_arrays, to_tensors
 from pipelines.train.objectives import (
@@ -102,29 +105,12 @@ def _maybe_fail(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
     os._exit(3)
 
 
-def train_one_epoch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    iterator: Any,
-    cfg: TrainConfig,
-    epoch: int,
-    rank: int,
-    world: int,
-    device: torch.device,
-    pool: DataPool | None = None,
-) -> dict[str, float]:
-    """One pass over this worker's shard; returns the loss and training-NFE sums, the local image count, and where
-    the time went (``first_batch_s``: iterator start-up to the first batch; ``data_wait_s``: all waiting for
-    batches, the first included; ``compute_s``: the training steps).
-
-    Batches are decoded and augmented on ``pool`` (None: sequentially), ``cfg.prefetch_batches`` ahead of the
-    training step in a background thread; sample i of step s draws from (seed, epoch, rank, s, i).
-    """
+def streamed_batches(
+    iterator: Any, cfg: TrainConfig, epoch: int, rank: int, pool: DataPool | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """This rank's prepared training batches of ``epoch`` from its Ray Data shard (local shuffle buffer, full
+    batches only); sample i of step s is augmented from (seed, epoch, rank, s, i) on ``pool``."""
     mcfg = cfg.model_config()
-    model.train()
-    budget_rng = random.Random(cfg.seed * 1_000_003 + epoch)  # identical on every rank
-    losses, nfes, images, t0 = [], [], 0, time.perf_counter()
     batches = iterator.iter_batches(
         batch_size=cfg.batch_size,
         batch_format="numpy",
@@ -132,36 +118,89 @@ def train_one_epoch(
         local_shuffle_buffer_size=4 * cfg.batch_size,
         local_shuffle_seed=cfg.seed * 100003 + epoch * 1009 + rank,
     )
-    prepared = (
-        prepare_arrays(
-            batch,
-            mcfg.image_size,
-            n_landmarks=mcfg.n_landmarks,
-            seed=(cfg.seed, epoch, rank, step),
-            aug=cfg.augment,
-            pool=pool,
+    for step, batch in enumerate(batches):
+        seed = (cfg.seed, epoch, rank, step)
+        yield prepare_arrays(
+            batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks, seed=seed, aug=cfg.augment, pool=pool
         )
-        for step, batch in enumerate(batches)
+
+
+def cached_batches(
+    cache: TrainCache, cfg: TrainConfig, epochs: range, rank: int, world: int, pool: DataPool | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """This rank's prepared training batches of every epoch in ``epochs``, one epoch after the other, from the
+    worker cache: behind a :class:`Prefetcher` the next epoch's first batches are prepared during validation."""
+    mcfg = cfg.model_config()
+    for epoch in epochs:
+        for step, batch in enumerate(cache.epoch_batches(cfg.seed, epoch, rank, world, cfg.batch_size)):
+            seed = (cfg.seed, epoch, rank, step)
+            yield prepare_arrays(
+                batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks, seed=seed, aug=cfg.augment, pool=pool
+            )
+
+
+def read_cache(iterator: Any, cfg: TrainConfig, rank: int) -> TrainCache:
+    """The whole train split in this worker's memory; every rank must hold the same rows (checked)."""
+    cache = TrainCache.read(
+        iterator.iter_batches(batch_size=256, batch_format="numpy"),
+        max_mb=cfg.worker_cache_max_mb,
+        where=f"train split {cfg.train_split!r} (rank {rank})",
     )
+    digests = _gather(cache.digest)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"ranks read different train splits (row-key digests {sorted(set(digests))})")
+    return cache
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batches: Iterator[tuple[np.ndarray, np.ndarray]],
+    cfg: TrainConfig,
+    epoch: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+    *,
+    steps: int | None = None,
+) -> dict[str, float]:
+    """Train on ``steps`` prepared batches of ``batches`` (None: until it ends); returns the loss and
+    training-NFE sums, the local image count, and where the time went (``first_batch_s``: from the call to the
+    first batch; ``data_wait_s``: all waiting for batches, the first included; ``compute_s``: the training steps).
+
+    ``batches`` is :func:`streamed_batches` or :func:`cached_batches`, usually behind a :class:`Prefetcher`.
+    """
+    mcfg = cfg.model_config()
+    model.train()
+    budget_rng = random.Random(cfg.seed * 1_000_003 + epoch)  # identical on every rank
+    losses, nfes, images, t0 = [], [], 0, time.perf_counter()
     first_batch_s, wait_s, compute_s = 0.0, 0.0, 0.0
-    with Prefetcher(prepared, cfg.prefetch_batches) as ready:
-        waited_from = t0  # the first wait includes the iterator's start-up
-        for step, (imgs, lms) in enumerate(ready):
-            got = time.perf_counter()
-            wait_s += got - waited_from
-            if step == 0:
-                first_batch_s = got - t0  # iterator start-up + the first decode/augment
-                _maybe_fail(cfg, epoch, rank, world)
-            x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
-            budget = cfg.effective_train_nfe
-            if cfg.stochastic_budget:
-                budget = budget_rng.randint(1, budget)
-            loss, nfe = _train_step(model, optimizer, scheduler, x, target, cfg, mcfg.heatmap_size, budget, device)
-            losses.append(loss)
-            nfes.append(nfe)
-            images += len(imgs)
-            waited_from = time.perf_counter()
-            compute_s += waited_from - got  # the step incl. its gradient all-reduce (float(loss) synchronises)
+    waited_from = t0
+    for step in itertools.count():
+        if steps is not None and step == steps:
+            break
+        try:
+            imgs, lms = next(batches)
+        except StopIteration:
+            if steps is not None:
+                raise RuntimeError(f"epoch {epoch + 1}: the batches ended after {step} of {steps} steps") from None
+            break
+        got = time.perf_counter()
+        wait_s += got - waited_from
+        if step == 0:
+            first_batch_s = got - t0  # streamed: the iterator's start-up + the first decode/augment
+            _maybe_fail(cfg, epoch, rank, world)
+        x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
+        budget = cfg.effective_train_nfe
+        if cfg.stochastic_budget:
+            budget = budget_rng.randint(1, budget)
+        loss, nfe = _train_step(model, optimizer, scheduler, x, target, cfg, mcfg.heatmap_size, budget, device)
+        losses.append(loss)
+        nfes.append(nfe)
+        images += len(imgs)
+        waited_from = time.perf_counter()
+        compute_s += waited_from - got  # the step incl. its gradient all-reduce (float(loss) synchronises)
     return {
         "loss_sum": float(np.sum(losses)),
         "steps": len(losses),
@@ -376,10 +415,33 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
     train_it = ray.train.get_dataset_shard("train")
     val_it = ray.train.get_dataset_shard("val")
-    with DataPool(cfg.effective_data_threads) as pool:  # decode + augment threads of this worker
+    cache_info: dict[str, float] = {}
+    # decode + augment threads of this worker; with the cache, one prefetch thread runs through all epochs
+    with DataPool(cfg.effective_data_threads) as pool, contextlib.ExitStack() as stack:
+        stream = None
+        if cfg.worker_cache:
+            t_read = time.perf_counter()
+            cache = read_cache(train_it, cfg, rank)
+            if cache.steps_per_epoch(world, cfg.batch_size) != steps_per_epoch:
+                raise RuntimeError(
+                    f"the cached train split gives {cache.steps_per_epoch(world, cfg.batch_size)} steps per epoch, "
+                    f"the run was planned with {steps_per_epoch} (did the shards change?)"
+                )
+            cache_info = {"rows": len(cache), "mib": cache.nbytes / MIB, "read_s": time.perf_counter() - t_read}
+            epochs = range(start_epoch, cfg.epochs)
+            stream = stack.enter_context(
+                Prefetcher(cached_batches(cache, cfg, epochs, rank, world, pool), cfg.prefetch_batches)
+            )
         for epoch in range(start_epoch, cfg.epochs):
             lr = optimizer.param_groups[0]["lr"]
-            tr = _gather(train_one_epoch(model, optimizer, scheduler, train_it, cfg, epoch, rank, world, device, pool))
+            if stream is not None:
+                mine = train_one_epoch(
+                    model, optimizer, scheduler, stream, cfg, epoch, rank, world, device, steps=steps_per_epoch
+                )
+            else:
+                with Prefetcher(streamed_batches(train_it, cfg, epoch, rank, pool), cfg.prefetch_batches) as ready:
+                    mine = train_one_epoch(model, optimizer, scheduler, ready, cfg, epoch, rank, world, device)
+            tr = _gather(mine)
             steps = sum(t["steps"] for t in tr)
             _sync_buffers(raw)
             val = summarise_validation(_gather(validate(raw, val_it, cfg, rank, world, device, pool)), cfg.nme_norm)
@@ -421,6 +483,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         "world_size": world,
         "worker_node_ids": node_ids,
         "mlflow_run_id": config.get("mlflow_run_id"),
+        "worker_cache": cache_info,  # rows, MiB and read seconds of rank 0's cache; empty when streamed
     }
     if rank != 0:
         return None

@@ -55,6 +55,7 @@ _NOT_FINGERPRINTED = frozenset(
         "checkpoint_every",
         "fail_at_epoch",
         "fail_marker",
+        "worker_cache_max_mb",
         "cpus_per_worker",
         "gpus_per_worker",
         "resources_per_worker",
@@ -151,8 +152,9 @@ def build_trainer(
             callbacks=callbacks or [],
         ),
         datasets=datasets,
-        # train rows are split across workers; every worker sees all val rows and evaluates every world-th batch
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        # streamed: train rows are split across workers; cached: every worker reads all train rows once and takes
+        # its share of each epoch's global permutation. Every worker sees all val rows, evaluates every world-th batch
+        dataset_config=DataConfig(datasets_to_split=[] if cfg.worker_cache else ["train"]),
     )
 
 
@@ -307,6 +309,7 @@ def _write_outputs(
         "epochs": len(history),
         "train_images_per_s": sum(ips) / len(ips),
         "world_size": summary["world_size"],
+        **({"worker_cache": summary["worker_cache"]} if summary.get("worker_cache") else {}),
         # distinct Ray nodes the workers ran on; a run restored from its finished checkpoint started no workers
         **_placement(summary.get("worker_node_ids")),
         "final": {k: last[k] for k in ("train_loss", "val_loss", "val_nme", "val_fr", "val_auc")},

@@ -29,8 +29,13 @@ def test_auto_policy_on_cpu_is_plain_fp32_eager_and_cuda_features_fall_back_with
     assert asked.describe() == "cpu: fp32, channels_last, eager (" + "; ".join(asked.notes) + ")"
     assert InferencePolicy(precision="bf16").resolve("cpu").precision == "bf16"  # explicit opt-in is kept
     compiled = InferencePolicy(compile=True).resolve("cpu")  # torch.compile works on a CPU too: kept when asked
-    assert compiled.compile and compiled.describe() == "cpu: fp32, contiguous, torch.compile, eager"
-    assert "static batch" in InferencePolicy(compile=True, dynamic_batch=False).resolve("cpu").describe()
+    assert compiled.compile and compiled.static_batches == (512,)
+    assert compiled.describe() == "cpu: fp32, contiguous, torch.compile (static batch 512), eager"
+    plain = InferencePolicy(compile=True, static_batches=()).resolve("cpu")
+    assert plain.describe() == "cpu: fp32, contiguous, torch.compile, eager"
+    static = InferencePolicy(compile=True, dynamic_batch=False).resolve("cpu")
+    assert static.describe() == "cpu: fp32, contiguous, torch.compile (static batch), eager"
+    assert static.static_batches == () and auto.static_batches == ()  # every bucket static / nothing compiled
 
 
 @pytest.mark.parametrize(
@@ -54,6 +59,10 @@ def test_policy_validation_and_from_dict() -> None:
     )
     assert p.graph_batches == (1, 8, 64) and p.precision == "fp16" and p.cuda_graphs is None and p.compile is False
     assert InferencePolicy.from_dict(None) == InferencePolicy()
+    assert InferencePolicy.from_dict({"static_batches": [256, 512]}).static_batches == (256, 512)
+    assert InferencePolicy.from_dict({"static_batches": None}).static_batches == InferencePolicy().static_batches
+    with pytest.raises(ValueError, match="static_batches"):
+        InferencePolicy(static_batches=(1,))
     with pytest.raises(ValueError, match="unknown inference keys"):
         InferencePolicy.from_dict({"precison": "fp32"})
     with pytest.raises(ValueError, match="precision"):
@@ -92,20 +101,21 @@ def test_channels_last_engine_keeps_landmarks_within_parity(model: LandmarkDEQ) 
 
 def test_compiled_engine_matches_eager_and_compiles_once_for_every_batch_above_one(model: LandmarkDEQ) -> None:
     """torch.compile of the RwR step (inductor, on a CPU here): landmarks within parity of eager, and the dynamic
-    batch dimension means batches 2 and 3 share one compiled graph (the engine's buckets do not recompile)."""
+    batch dimension means batches 2 and 3 share one compiled graph (the engine's buckets do not recompile); a static
+    bucket (4 here) gets its own batch-specialised graph."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
     eager = InferenceEngine(model)
-    compiled = InferenceEngine(model, InferencePolicy(compile=True))
-    for b in (2, 3):
+    compiled = InferenceEngine(model, InferencePolicy(compile=True, static_batches=(4,)))
+    for b in (2, 3, 4, 2):
         img = torch.randn(b, 3, 64, 64)
         z0 = model.cell.norm(torch.randn(model.z_shape(b)))
         ref, got = eager.fixed_steps(img, z0, 2), compiled.fixed_steps(img, z0, 2)
         assert float((got[0] - ref[0]).abs().max()) * 256 <= 0.1
         assert torch.allclose(got[1], ref[1], atol=1e-3) and torch.allclose(got[2], ref[2], rtol=1e-3, atol=1e-6)
-    assert counters["stats"]["unique_graphs"] == 1
+    assert counters["stats"]["unique_graphs"] == 2  # dynamic (2, 3) + static 4; the second batch of 2 reuses
 
 
 def _fitted_tiny_model() -> tuple[LandmarkDEQ, torch.Tensor]:

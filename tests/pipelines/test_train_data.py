@@ -210,7 +210,7 @@ def test_train_and_validate_on_a_ray_iterator_match_across_thread_settings(ray_l
     import torch
 
     from ldeq_core.model import LandmarkDEQ
-    from pipelines.train.loop import parameter_groups, train_one_epoch, validate
+    from pipelines.train.loop import parameter_groups, streamed_batches, train_one_epoch, validate
 
     train_ds = ray.data.from_arrow(read_split_table(shards, "train")).materialize()
     val_ds = ray.data.from_arrow(read_split_table(shards, "val")).materialize()
@@ -221,7 +221,8 @@ def test_train_and_validate_on_a_ray_iterator_match_across_thread_settings(ray_l
         opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
         with DataPool(cfg.effective_data_threads) as pool:
-            tr = train_one_epoch(model, opt, sched, ds.iterator(), cfg, 0, 0, 1, torch.device("cpu"), pool)
+            with Prefetcher(streamed_batches(ds.iterator(), cfg, 0, 0, pool), cfg.prefetch_batches) as ready:
+                tr = train_one_epoch(model, opt, sched, ready, cfg, 0, 0, 1, torch.device("cpu"))
             va = validate(model, val_ds.iterator(), cfg, 0, 1, torch.device("cpu"), pool)
         return tr, va
 
