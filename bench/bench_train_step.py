@@ -85,8 +85,8 @@ def bench_variant(
         "step_ms": sec * 1e3,
         "images_per_s": batch / sec,
         "warmup_s": warmup_s,
-        "loss_first": losses[0],
-        "loss_last": losses[-1],
+        "loss_first": float(losses[0]),
+        "loss_last": float(losses[-1]),
         "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
     }
     print(json.dumps(row), flush=True)

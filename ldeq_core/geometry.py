@@ -88,14 +88,21 @@ def landmarks_to_box(points: np.ndarray) -> np.ndarray:
     return np.concatenate([p.min(axis=-2), p.max(axis=-2)], axis=-1)
 
 
-def to_model_input(crops_rgb: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
-    """(N, H, W, 3) or (H, W, 3) uint8 RGB -> (N, 3, H, W) float32, ImageNet-normalised (spec §5.3)."""
-    arr = np.asarray(crops_rgb)
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"expected (N, H, W, 3) RGB crops, got shape {arr.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).to(device=device)
+def to_model_input(
+    crops_rgb: np.ndarray | torch.Tensor, device: torch.device | str | None = None, *, non_blocking: bool = False
+) -> torch.Tensor:
+    """(N, H, W, 3) or (H, W, 3) uint8 RGB -> (N, 3, H, W) float32, ImageNet-normalised (spec §5.3).
+
+    A uint8 tensor in pinned host memory with ``non_blocking`` is copied to the device asynchronously.
+    """
+    if isinstance(crops_rgb, torch.Tensor):
+        x = crops_rgb if crops_rgb.ndim != 3 else crops_rgb[None]
+    else:
+        arr = np.asarray(crops_rgb)
+        x = torch.from_numpy(np.ascontiguousarray(arr if arr.ndim != 3 else arr[None]))
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W, 3) RGB crops, got shape {tuple(x.shape)}")
+    x = x.to(device=device, non_blocking=non_blocking)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.as_tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.as_tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)

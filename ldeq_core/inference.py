@@ -6,7 +6,8 @@ device, the fastest setting that passed the accuracy-parity check of ``bench/ben
 
 * CUDA (compute capability >= 8.0): fp16 autocast, contiguous (NCHW) memory format, the fixed-budget RwR step
   compiled with ``torch.compile`` (inductor; the batch dimension dynamic, so one compilation serves every batch
-  bucket >= 2) and captured once per (budget, batch bucket) as a CUDA graph (batches are zero-padded up to the
+  bucket >= 2, except the ``static_batches`` bucket 512, compiled for its exact size: 39 % of the bf16 peak
+  there) and captured once per (budget, batch bucket) as a CUDA graph (batches are zero-padded up to the
   bucket). Measured on an H100 with the trained 300-W paper model: 1.38 ms/frame at batch 1, 10x fp32 eager at
   batch 8 and 256 (34.9 % of the bf16 peak), within 0.026 px of fp32; bf16 fails parity (0.10-0.43 px),
   channels_last is not faster.

@@ -2,7 +2,7 @@
 
 Reads each run's last Ray Train checkpoint (``state.pt``: the per-epoch history) and prints one line per run:
 images/s (mean of the epochs after the first, as ``metrics/train.json``), per GPU, efficiency against the
-1-GPU run listed first, and where an epoch's time went on the slowest rank.
+1-GPU run with the same extra settings, and where an epoch's time went on the slowest rank.
 
 Usage: python3 bench/gpu/scaling_report.py OUT.json LABEL:WORLD:STORAGE_DIR ...
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-PARTS = ("epoch_train_s", "epoch_first_batch_s", "epoch_data_wait_s", "epoch_compute_s")
+PARTS = ("epoch_train_s", "epoch_first_batch_s", "epoch_data_wait_s", "epoch_compute_s", "epoch_sync_s")
 
 
 def last_history(storage: Path) -> list[dict[str, float]]:
@@ -45,11 +45,13 @@ def summarise(label: str, world: int, history: list[dict[str, float]]) -> dict[s
 def main(out_path: str, specs: list[str]) -> None:
     rows = []
     for spec in specs:
-        label, world, storage = spec.split(":", 2)
+        label, world, storage = spec.rsplit(":", 2)
         rows.append(summarise(label, int(world), last_history(Path(storage))))
-    base = next((r for r in rows if r["world"] == 1 and "per_gpu" in r), None)
     for r in rows:
-        if base is not None and "per_gpu" in r:
+        # the 1-GPU run with the same extra settings ("4:data_threads=2" -> "1:data_threads=2")
+        settings = str(r["label"]).partition(":")[2]
+        base = next((b for b in rows if b["world"] == 1 and str(b["label"]).partition(":")[2] == settings), None)
+        if base is not None and "per_gpu" in r and "per_gpu" in base:
             r["efficiency"] = r["per_gpu"] / base["per_gpu"]
         parts = " ".join(f"{k.removeprefix('epoch_')}={r[k]:.3f}" for k in PARTS if k in r)
         eff = f"eff {r['efficiency']:.1%}" if "efficiency" in r else ""

@@ -22,6 +22,9 @@ import yaml
 from ldeq_core.config import ModelConfig, get_preset
 from pipelines.train.augment import AugmentConfig
 
+# automatic decode + augment threads per worker: on 4x H200, 2 threads trained faster than 12 (398 vs 361 images/s on
+# one GPU, 1,391 vs 1,164 on four; BENCHMARKS.md 14) and one thread prepares ~800 images/s (section 4a)
+AUTO_DATA_THREADS_MAX = 2
 LossKind = Literal["l1", "wing"]
 GradModeName = Literal["implicit", "one_step", "unrolled"]
 
@@ -67,12 +70,13 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast, GPU only
     channels_last: bool = False
     compile: bool = False  # torch.compile the DEQ cell (nn.Module.compile: state-dict keys unchanged); needs bf16 false
+    grad_allreduce: str = "fp32"  # fp32 | bf16: DDP gradient all-reduce in bfloat16 (half the bytes; train/comm.py)
     seed: int = 0
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 0.5
     gpus_per_worker: float = 1.0
-    # threads per worker that decode + augment a batch's samples; None or 0: max(1, round(cpus_per_worker))
+    # threads per worker that decode + augment a batch's samples; None or 0: min(2, max(1, round(cpus_per_worker)))
     data_threads: int | None = None
     prefetch_batches: int = 2  # batches prepared ahead, in a background thread, while one trains (0: inline)
     # extra Ray resources per worker, e.g. {"trainer_slot": 1} with nodes started by `ray start --resources=...`
@@ -118,6 +122,8 @@ class TrainConfig:
                 "train.compile: true needs train.bf16: false (compiled bf16 training gave NaN gradients on an H100; "
                 "compiled fp32/TF32 is finite and the fastest measured step, BENCHMARKS.md section 13)"
             )
+        if self.grad_allreduce not in ("fp32", "bf16"):
+            raise ValueError(f"train.grad_allreduce must be fp32 or bf16, got {self.grad_allreduce!r}")
         if self.max_failures < -1:
             raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
         if self.nme_norm not in ("inter_ocular", "face"):
@@ -148,8 +154,9 @@ class TrainConfig:
 
     @property
     def effective_data_threads(self) -> int:
-        """``data_threads``, or (None, 0) one per reserved CPU of the worker, at least 1."""
-        return self.data_threads or max(1, round(self.cpus_per_worker))
+        """``data_threads``, or (None, 0) one per reserved CPU of the worker, at least 1 and at most
+        ``AUTO_DATA_THREADS_MAX``: more threads contend with the training thread for the GIL (BENCHMARKS.md 14)."""
+        return self.data_threads or min(AUTO_DATA_THREADS_MAX, max(1, round(self.cpus_per_worker)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -230,13 +230,29 @@ class Prefetcher(Generic[T]):
         self.close()
 
 
+def pinned(images: np.ndarray, landmarks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prepared batch as page-locked host tensors (CUDA only), so that :func:`to_tensors` copies it to the GPU
+    asynchronously; called in the prefetch thread, off the training thread."""
+    img = torch.from_numpy(np.ascontiguousarray(images)).pin_memory()
+    lms = torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)).pin_memory()
+    return img, lms
+
+
 def to_tensors(
-    images: np.ndarray, landmarks: np.ndarray, device: torch.device, *, channels_last: bool = False
+    images: np.ndarray | torch.Tensor,
+    landmarks: np.ndarray | torch.Tensor,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ImageNet-normalised (N, 3, S, S) input and (N, L, 2) targets in normalised crop units (pixels / S)."""
-    x = to_model_input(images, device)
+    """ImageNet-normalised (N, 3, S, S) input and (N, L, 2) targets in normalised crop units (pixels / S).
+
+    numpy arrays, or (pinned, see :func:`pinned`) host tensors, which are copied without blocking the host.
+    """
+    x = to_model_input(images, device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     size = images.shape[1]
-    y = torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32) / size).to(device)
+    lms = landmarks if isinstance(landmarks, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(landmarks))
+    y = lms.to(device, dtype=torch.float32, non_blocking=True) / size
     return x, y

@@ -31,8 +31,9 @@ from ldeq_core.checkpoints import load_checkpoint, save_checkpoint
 from ldeq_core.metrics import fr_auc, nme
 from ldeq_core.model import LandmarkDEQ
 from pipelines.train.cache import MIB, TrainCache
+from pipelines.train.comm import set_grad_allreduce
 from pipelines.train.config import TrainConfig
-from pipelines.train.data import DataPool, Prefetcher, prepare_arrays, to_tensors
+from pipelines.train.data import DataPool, Prefetcher, pinned, prepare_arrays, to_tensors
 from pipelines.train.objectives import (
     WarmupCosine,
     coordinate_loss,
@@ -43,6 +44,7 @@ from pipelines.train.reporting import flatten
 
 STATE_FILE = "state.pt"
 FAIL_DELAY_S = 5.0
+Batch = tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]  # (N, S, S, 3) uint8 images, (N, L, 2)
 BEST_FILE = "best.pt"
 
 
@@ -62,6 +64,14 @@ def _gather(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def _barrier() -> float:
+    """Wait for every rank (no-op without a process group); returns the seconds waited."""
+    t0 = time.perf_counter()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+    return time.perf_counter() - t0
 
 
 def _sync_buffers(module: torch.nn.Module) -> None:
@@ -106,10 +116,11 @@ def _maybe_fail(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
 
 
 def streamed_batches(
-    iterator: Any, cfg: TrainConfig, epoch: int, rank: int, pool: DataPool | None = None
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    iterator: Any, cfg: TrainConfig, epoch: int, rank: int, pool: DataPool | None = None, *, pin: bool = False
+) -> Iterator[Batch]:
     """This rank's prepared training batches of ``epoch`` from its Ray Data shard (local shuffle buffer, full
-    batches only); sample i of step s is augmented from (seed, epoch, rank, s, i) on ``pool``."""
+    batches only); sample i of step s is augmented from (seed, epoch, rank, s, i) on ``pool``. ``pin``: as
+    page-locked tensors (CUDA), for an asynchronous copy to the GPU."""
     mcfg = cfg.model_config()
     batches = iterator.iter_batches(
         batch_size=cfg.batch_size,
@@ -120,23 +131,32 @@ def streamed_batches(
     )
     for step, batch in enumerate(batches):
         seed = (cfg.seed, epoch, rank, step)
-        yield prepare_arrays(
+        arrays = prepare_arrays(
             batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks, seed=seed, aug=cfg.augment, pool=pool
         )
+        yield pinned(*arrays) if pin else arrays
 
 
 def cached_batches(
-    cache: TrainCache, cfg: TrainConfig, epochs: range, rank: int, world: int, pool: DataPool | None = None
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    cache: TrainCache,
+    cfg: TrainConfig,
+    epochs: range,
+    rank: int,
+    world: int,
+    pool: DataPool | None = None,
+    *,
+    pin: bool = False,
+) -> Iterator[Batch]:
     """This rank's prepared training batches of every epoch in ``epochs``, one epoch after the other, from the
     worker cache: behind a :class:`Prefetcher` the next epoch's first batches are prepared during validation."""
     mcfg = cfg.model_config()
     for epoch in epochs:
         for step, batch in enumerate(cache.epoch_batches(cfg.seed, epoch, rank, world, cfg.batch_size)):
             seed = (cfg.seed, epoch, rank, step)
-            yield prepare_arrays(
+            arrays = prepare_arrays(
                 batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks, seed=seed, aug=cfg.augment, pool=pool
             )
+            yield pinned(*arrays) if pin else arrays
 
 
 def read_cache(iterator: Any, cfg: TrainConfig, rank: int) -> TrainCache:
@@ -156,7 +176,7 @@ def train_one_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    batches: Iterator[tuple[np.ndarray, np.ndarray]],
+    batches: Iterator[Batch],
     cfg: TrainConfig,
     epoch: int,
     rank: int,
@@ -166,10 +186,12 @@ def train_one_epoch(
     steps: int | None = None,
 ) -> dict[str, float]:
     """Train on ``steps`` prepared batches of ``batches`` (None: until it ends); returns the loss and
-    training-NFE sums, the local image count, and where the time went (``first_batch_s``: from the call to the
-    first batch; ``data_wait_s``: all waiting for batches, the first included; ``compute_s``: the training steps).
+    training-NFE sums, the local image count, and where the host's time went (``first_batch_s``: from the call to
+    the first batch; ``data_wait_s``: all waiting for batches, the first included; ``compute_s``: issuing the
+    training steps plus the wait for the GPU at the end of the epoch).
 
-    ``batches`` is :func:`streamed_batches` or :func:`cached_batches`, usually behind a :class:`Prefetcher`.
+    ``batches`` is :func:`streamed_batches` or :func:`cached_batches`, usually behind a :class:`Prefetcher`. The
+    loss and NFE stay on the device until the end of the epoch: no per-step host synchronisation of our own.
     """
     mcfg = cfg.model_config()
     model.train()
@@ -200,11 +222,15 @@ def train_one_epoch(
         nfes.append(nfe)
         images += len(imgs)
         waited_from = time.perf_counter()
-        compute_s += waited_from - got  # the step incl. its gradient all-reduce (float(loss) synchronises)
+        compute_s += waited_from - got  # issuing the step (the solver's stopping checks synchronise within it)
+    t_sync = time.perf_counter()
+    loss_sum = float(torch.stack(losses).sum()) if losses else 0.0  # waits for the last step
+    nfe_sum = float(torch.stack(nfes).sum()) if nfes else 0.0
+    compute_s += time.perf_counter() - t_sync
     return {
-        "loss_sum": float(np.sum(losses)),
+        "loss_sum": loss_sum,
         "steps": len(losses),
-        "nfe_sum": float(np.sum(nfes)),
+        "nfe_sum": nfe_sum,
         "images": images,
         "seconds": time.perf_counter() - t0,
         "first_batch_s": first_batch_s,
@@ -223,8 +249,9 @@ def _train_step(
     heatmap_size: int,
     budget: int,
     device: torch.device,
-) -> tuple[float, float]:
-    """One optimiser step with forward budget ``budget``; returns (loss, mean training NFE)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step with forward budget ``budget``; returns (loss, mean training NFE) as detached 0-d tensors
+    on the device (reading them synchronises with the GPU: callers do that once per epoch)."""
     with _autocast(cfg, device):
         out = model(x, max_nfe=budget)
     target = reachable_targets(target, heatmap_size)
@@ -239,7 +266,7 @@ def _train_step(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
     scheduler.step()
-    return float(loss.detach()), float(out.stats.nfe.float().mean())
+    return loss.detach().float(), out.stats.nfe.float().mean()
 
 
 @torch.no_grad()
@@ -380,6 +407,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if cfg.compile:
         raw.cell.compile()  # in place: the state dict (checkpoints, DDP buckets) keeps its keys
     model = ray.train.torch.prepare_model(raw)
+    set_grad_allreduce(model, cfg.grad_allreduce)
     raw = model.module if hasattr(model, "module") else model
     node_ids = [str(n) for n in _gather(ray.get_runtime_context().get_node_id())]  # placement, one per rank
 
@@ -416,6 +444,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     train_it = ray.train.get_dataset_shard("train")
     val_it = ray.train.get_dataset_shard("val")
     cache_info: dict[str, float] = {}
+    pin = device.type == "cuda"  # batches as page-locked tensors: the copy to the GPU does not block this thread
     # decode + augment threads of this worker; with the cache, one prefetch thread runs through all epochs
     with DataPool(cfg.effective_data_threads) as pool, contextlib.ExitStack() as stack:
         stream = None
@@ -430,18 +459,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             cache_info = {"rows": len(cache), "mib": cache.nbytes / MIB, "read_s": time.perf_counter() - t_read}
             epochs = range(start_epoch, cfg.epochs)
             stream = stack.enter_context(
-                Prefetcher(cached_batches(cache, cfg, epochs, rank, world, pool), cfg.prefetch_batches)
+                Prefetcher(cached_batches(cache, cfg, epochs, rank, world, pool, pin=pin), cfg.prefetch_batches)
             )
         for epoch in range(start_epoch, cfg.epochs):
             lr = optimizer.param_groups[0]["lr"]
+            # Ranks leave the previous epoch at different times (rank 0 writes the checkpoint, validation shares
+            # differ); without this the early ranks would wait inside their first all-reduce and that wait would be
+            # counted as training time. It is reported separately as epoch_sync_s.
+            sync_s = _barrier()
             if stream is not None:
                 mine = train_one_epoch(
                     model, optimizer, scheduler, stream, cfg, epoch, rank, world, device, steps=steps_per_epoch
                 )
             else:
-                with Prefetcher(streamed_batches(train_it, cfg, epoch, rank, pool), cfg.prefetch_batches) as ready:
+                streamed = streamed_batches(train_it, cfg, epoch, rank, pool, pin=pin)
+                with Prefetcher(streamed, cfg.prefetch_batches) as ready:
                     mine = train_one_epoch(model, optimizer, scheduler, ready, cfg, epoch, rank, world, device)
-            tr = _gather(mine)
+            tr = _gather({**mine, "sync_s": sync_s})
             steps = sum(t["steps"] for t in tr)
             _sync_buffers(raw)
             val = summarise_validation(_gather(validate(raw, val_it, cfg, rank, world, device, pool)), cfg.nme_norm)
@@ -457,6 +491,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                 "epoch_first_batch_s": max(t["first_batch_s"] for t in tr),
                 "epoch_data_wait_s": max(t["data_wait_s"] for t in tr),
                 "epoch_compute_s": max(t["compute_s"] for t in tr),
+                # waiting for the other ranks before the epoch (checkpoint writing, unequal validation shares)
+                "epoch_sync_s": max(t["sync_s"] for t in tr),
                 **val,
             }
             history.append(row)

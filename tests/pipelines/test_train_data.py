@@ -189,9 +189,10 @@ def test_data_threads_and_prefetch_settings(tmp_path: Path) -> None:
     cfg = load_train_config(REPO / "params.yaml")
     assert (cfg.data_threads, cfg.prefetch_batches) == (None, 2)
     assert cfg.effective_data_threads == 1  # cpus_per_worker 0.5
-    assert TrainConfig(cpus_per_worker=8).effective_data_threads == 8
-    assert TrainConfig(cpus_per_worker=8, data_threads=0).effective_data_threads == 8
-    assert TrainConfig(cpus_per_worker=0.5, data_threads=3).effective_data_threads == 3
+    assert TrainConfig(cpus_per_worker=2).effective_data_threads == 2
+    assert TrainConfig(cpus_per_worker=8).effective_data_threads == 2  # auto is capped (GIL contention)
+    assert TrainConfig(cpus_per_worker=8, data_threads=0).effective_data_threads == 2
+    assert TrainConfig(cpus_per_worker=0.5, data_threads=3).effective_data_threads == 3  # explicit: as asked
     with pytest.raises(ValueError, match="data_threads"):
         TrainConfig(data_threads=-1)
     with pytest.raises(ValueError, match="prefetch_batches"):

@@ -44,6 +44,7 @@ def test_two_worker_run_logs_registers_and_learns(ray_local: str, shards: Path, 
     for r in hist:  # the epoch-time breakdown: parts of the slowest rank's training time, first batch in the waits
         assert 0 < r["epoch_first_batch_s"] <= r["epoch_data_wait_s"] < r["epoch_train_s"]
         assert 0 < r["epoch_compute_s"] < r["epoch_train_s"]
+        assert 0 <= r["epoch_sync_s"] < 60  # the wait for the other rank before the epoch, outside epoch_train_s
 
     # DVC outputs
     metrics = json.loads((tmp_path / "out" / "metrics" / "train.json").read_text())
