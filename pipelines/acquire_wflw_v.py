@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ldeq_core.npyio import load_npy
 from pipelines.formats.errors import DataError
 from pipelines.formats.video_io import verify_video
 from pipelines.formats.wflw_v import N_POINTS, check_boxes, check_landmarks, clip_paths, load_wflw_v_clip
@@ -485,7 +486,7 @@ def install_annotations(
 # ------------------------------------------------------------------------------------ annotation checks
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        return load_npy(path)
     except (OSError, ValueError, EOFError) as e:
         raise DataError(path, f"cannot load as .npy ({e})") from None
 

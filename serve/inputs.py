@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ldeq_core.npyio import load_npy
 from pipelines.formats.errors import DataError
 from pipelines.formats.video_io import verify_video
 from serve.errors import ServiceError, unprocessable
@@ -185,7 +186,7 @@ def parse_array(data: bytes, name: str, field: str) -> np.ndarray:
     code = f"invalid_{field}"
     if data.startswith(NPY_MAGIC):
         try:
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
+            arr = load_npy(io.BytesIO(data))
         except (ValueError, OSError, EOFError) as exc:
             raise unprocessable(code, f"{field} {name}: not a readable .npy array ({exc})") from None
     else:

@@ -38,6 +38,7 @@ from ldeq_core.config import ModelConfig
 from ldeq_core.geometry import apply_affine, crop_face, invert_affine, to_model_input
 from ldeq_core.inference import InferenceEngine, InferencePolicy
 from ldeq_core.model import LandmarkDEQ
+from ldeq_core.npyio import load_npy, load_npz
 from ldeq_core.rwr import RwRTracker
 from pipelines.evaluate.methods import Method
 from pipelines.formats.errors import DataError
@@ -66,7 +67,7 @@ def count_frames(root: str | os.PathLike[str], video_id: str) -> int:
     """Frame count of a WFLW-V clip from its landmark array's header (no decoding); ``DataError`` if unreadable."""
     _, lm_path, _ = clip_paths(root, video_id)
     try:
-        arr = np.load(lm_path, mmap_mode="r", allow_pickle=False)
+        arr = load_npy(lm_path, mmap_mode="r")
     except (OSError, ValueError) as err:
         raise DataError(lm_path, f"cannot read landmarks ({err})") from None
     if arr.ndim != 3 or arr.shape[0] < 1:
@@ -288,7 +289,7 @@ def _pack(arr: np.ndarray) -> bytes:
 
 
 def _unpack(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    return load_npy(io.BytesIO(data))
 
 
 def _pack_tracks(tracks: Mapping[str, Track]) -> bytes:
@@ -301,8 +302,8 @@ def _pack_tracks(tracks: Mapping[str, Track]) -> bytes:
 
 
 def _unpack_tracks(data: bytes, names: Sequence[str]) -> dict[str, Track]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {n: Track(z[f"{n}.landmarks"], z[f"{n}.nfe"], z[f"{n}.full_solve"]) for n in names}
+    z = load_npz(io.BytesIO(data))
+    return {n: Track(z[f"{n}.landmarks"], z[f"{n}.nfe"], z[f"{n}.full_solve"]) for n in names}
 
 
 _REF_FIELDS = ("key", "dataset", "video_id", "split", "root", "n_frames")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ldeq_core.npyio import load_npy
 from pipelines.formats.atomic import save_npy_atomic
 from pipelines.formats.errors import BadItem, DataError
 from pipelines.formats.video_io import VideoInfo, iter_frames, probe_video, verify_video, write_video
@@ -63,7 +64,7 @@ def _load_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(path, "annotation file does not exist")
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = load_npy(path)
     except (OSError, ValueError, EOFError) as err:
         raise DataError(path, f"cannot load as .npy ({err})") from None
     if not np.issubdtype(arr.dtype, np.number):
