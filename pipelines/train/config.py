@@ -84,6 +84,7 @@ class TrainConfig:
     resources_per_worker: dict[str, float] = field(default_factory=dict)
     # fault tolerance and tracking
     checkpoint_every: int = 1
+    async_checkpoint: bool = True  # rank 0 uploads checkpoints in the background (Ray's CheckpointUploadMode.ASYNC)
     keep_checkpoints: int = 2
     max_failures: int = 1
     storage_path: str = "outputs/ray_results"

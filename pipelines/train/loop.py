@@ -504,12 +504,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             if logger is not None:
                 logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             last = epoch + 1 == cfg.epochs
-            with tempfile.TemporaryDirectory() as tmp:
-                ckpt = None
-                if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-                    _save_state(Path(tmp), raw, best_state, optimizer, scheduler, epoch + 1, best, history, cfg)
-                    ckpt = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report({**row, "best_val_nme": best["val_nme"]}, checkpoint=ckpt)
+            ckpt = None
+            if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
+                folder = Path(tempfile.mkdtemp(prefix="ldeq-checkpoint-"))  # Ray deletes it once uploaded
+                _save_state(folder, raw, best_state, optimizer, scheduler, epoch + 1, best, history, cfg)
+                ckpt = ray.train.Checkpoint.from_directory(folder)
+            # The report is a barrier across ranks; with an asynchronous upload rank 0 copies the checkpoint to the
+            # run storage in a background thread instead of holding the other ranks up at the next all-reduce
+            # (BENCHMARKS.md 14). The last upload finishes before the run ends.
+            mode = ray.train.CheckpointUploadMode.ASYNC if cfg.async_checkpoint else ray.train.CheckpointUploadMode.SYNC
+            ray.train.report(
+                {**row, "best_val_nme": best["val_nme"]},
+                checkpoint=ckpt,
+                checkpoint_upload_mode=mode,
+                delete_local_checkpoint_after_upload=ckpt is not None,
+            )
 
     summary = {
         "history": history,

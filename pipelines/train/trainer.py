@@ -53,6 +53,7 @@ _NOT_FINGERPRINTED = frozenset(
         "max_failures",
         "keep_checkpoints",
         "checkpoint_every",
+        "async_checkpoint",
         "fail_at_epoch",
         "fail_marker",
         "worker_cache_max_mb",
