@@ -39,6 +39,8 @@ def test_two_worker_run_logs_registers_and_learns(ray_local: str, shards: Path, 
     assert hist[1]["train_loss"] < hist[0]["train_loss"]
     assert all(r["val_images"] == 16 for r in hist)
     assert res.metrics["world_size"] == 2 and res.start_epoch == 0
+    cache = res.metrics["worker_cache"]  # every worker held all 64 train rows (the default worker_cache)
+    assert cache["rows"] == 64 and 0 < cache["mib"] < 64 and cache["read_s"] >= 0
     assert hist[0]["train_nfe_mean"] == cfg.train_max_nfe + 1  # solver budget + the one tracked step
     assert hist[0]["lr"] == pytest.approx(cfg.lr / 2)  # first step of a 2-step warm-up (0.5 epoch x 4 steps)
     for r in hist:  # the epoch-time breakdown: parts of the slowest rank's training time, first batch in the waits
