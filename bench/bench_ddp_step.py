@@ -22,12 +22,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from bench_train_step import setup_step
 from torch.nn.parallel import DistributedDataParallel
 
-from ldeq_core.model import LandmarkDEQ
 from pipelines.train.comm import set_grad_allreduce
 from pipelines.train.config import TrainConfig
-from pipelines.train.loop import _train_step, parameter_groups
+from pipelines.train.loop import _train_step
 
 
 def _free_port() -> int:
@@ -51,19 +51,11 @@ def _rank_main(rank: int, world: int, port: int, args: argparse.Namespace, mode:
             "grad_allreduce": mode,
         }
     )
-    torch.manual_seed(0)
-    raw = LandmarkDEQ(cfg.model_config()).to(device).train()
-    if cfg.compile:
-        raw.cell.compile()
+    raw, opt, sched, x, target = setup_step(cfg, args.batch, device, data_seed=rank)  # each rank its own batch
     model: torch.nn.Module = raw
     if world > 1:
         model = DistributedDataParallel(raw, device_ids=[rank])
         set_grad_allreduce(model, mode)
-    opt = torch.optim.AdamW(parameter_groups(raw, cfg.weight_decay), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    gen = torch.Generator(device=device).manual_seed(rank)
-    x = torch.randn(args.batch, 3, 256, 256, device=device, generator=gen)
-    target = torch.rand(args.batch, args.landmarks, 2, device=device, generator=gen) * 0.5 + 0.25
     for _ in range(3):
         _train_step(model, opt, sched, x, target, cfg, 64, 4, device)
     torch.cuda.synchronize()

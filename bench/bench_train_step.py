@@ -31,6 +31,25 @@ VARIANTS = {  # name -> TrainConfig overrides
 }
 
 
+def setup_step(
+    cfg: TrainConfig, batch: int, device: torch.device, data_seed: int = 0
+) -> tuple[LandmarkDEQ, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, torch.Tensor, torch.Tensor]:
+    """What the trainer's ``_train_step`` needs, without the data path: the model (seed 0, ``cfg``'s memory format,
+    compiled cell if ``cfg.compile``), AdamW, a constant schedule and one random device-resident batch."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = LandmarkDEQ(cfg.model_config()).to(device).train().to(memory_format=fmt)
+    if cfg.compile:
+        model.cell.compile()
+    opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    gen = torch.Generator(device=device).manual_seed(data_seed)
+    size = model.cfg.image_size
+    x = torch.randn(batch, 3, size, size, device=device, generator=gen).contiguous(memory_format=fmt)
+    target = torch.rand(batch, model.cfg.n_landmarks, 2, device=device, generator=gen) * 0.5 + 0.25
+    return model, opt, sched, x, target
+
+
 def bench_variant(
     name: str,
     preset: str,
@@ -51,16 +70,7 @@ def bench_variant(
             **VARIANTS[name],
         }
     )
-    torch.manual_seed(0)
-    model = LandmarkDEQ(cfg.model_config()).to(device).train()
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    if cfg.compile:
-        model.cell.compile()
-    opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    x = torch.randn(batch, 3, image_size, image_size, device=device).contiguous(memory_format=fmt)
-    target = torch.rand(batch, model.cfg.n_landmarks, 2, device=device) * 0.5 + 0.25
+    model, opt, sched, x, target = setup_step(cfg, batch, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     for _ in range(3):

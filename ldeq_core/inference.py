@@ -209,10 +209,10 @@ class InferenceEngine:
             self._compiled = torch.compile(
                 model.forward_fixed, dynamic=None if self.policy.dynamic_batch else False, fullgraph=True
             )
-            # batch-specialised buckets: a separate function, so that dynamo keeps a separate cache for them
-            self._compiled_static = torch.compile(
-                lambda images, z0, nfe: model.forward_fixed(images, z0, nfe), dynamic=False, fullgraph=True
-            )
+            if self.policy.static_batches:  # a separate function, so that dynamo keeps a separate cache for them
+                self._compiled_static = torch.compile(
+                    lambda images, z0, nfe: model.forward_fixed(images, z0, nfe), dynamic=False, fullgraph=True
+                )
             self._step = self._compiled_step
         self._graphs: dict[tuple[int, int], _GraphedSteps] = {}
         self._pool: Any = None

@@ -136,14 +136,7 @@ class InferenceSettings(_Section):
     warmup: bool = True
 
     def policy(self) -> InferencePolicy:
-        return InferencePolicy(
-            self.precision,
-            self.channels_last,
-            self.cuda_graphs,
-            self.compile,
-            self.dynamic_batch,
-            static_batches=tuple(self.static_batches),
-        )
+        return InferencePolicy.from_dict(self.model_dump(exclude={"warmup"}))
 
 
 class ServeSettings(_Section):

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from ldeq_core.checkpoints import load_checkpoint, save_checkpoint
+from ldeq_core.config import ModelConfig
 from ldeq_core.metrics import fr_auc, nme
 from ldeq_core.model import LandmarkDEQ
 from pipelines.train.cache import MIB, TrainCache
@@ -57,9 +58,14 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _distributed() -> bool:
+    """A process group of more than one rank is active."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _gather(obj: Any) -> list[Any]:
     """All ranks' ``obj`` (a list with one entry per rank); ``[obj]`` without a process group."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return [obj]
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
@@ -69,14 +75,14 @@ def _gather(obj: Any) -> list[Any]:
 def _barrier() -> float:
     """Wait for every rank (no-op without a process group); returns the seconds waited."""
     t0 = time.perf_counter()
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _distributed():
         dist.barrier()
     return time.perf_counter() - t0
 
 
 def _sync_buffers(module: torch.nn.Module) -> None:
     """Broadcast rank 0's buffers (BN running stats) so every rank evaluates the same model."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _distributed():
         for buf in module.buffers():
             dist.broadcast(buf, 0)
 
@@ -130,11 +136,7 @@ def streamed_batches(
         local_shuffle_seed=cfg.seed * 100003 + epoch * 1009 + rank,
     )
     for step, batch in enumerate(batches):
-        seed = (cfg.seed, epoch, rank, step)
-        arrays = prepare_arrays(
-            batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks, seed=seed, aug=cfg.augment, pool=pool
-        )
-        yield pinned(*arrays) if pin else arrays
+        yield _prepare_training_batch(batch, cfg, mcfg, (cfg.seed, epoch, rank, step), pool, pin)
 
 
 def cached_batches(
@@ -152,11 +154,15 @@ def cached_batches(
     mcfg = cfg.model_config()
     for epoch in epochs:
         for step, batch in enumerate(cache.epoch_batches(cfg.seed, epoch, rank, world, cfg.batch_size)):
-            seed = (cfg.seed, epoch, rank, step)
-            arrays = prepare_arrays(
-                batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks, seed=seed, aug=cfg.augment, pool=pool
-            )
-            yield pinned(*arrays) if pin else arrays
+            yield _prepare_training_batch(batch, cfg, mcfg, (cfg.seed, epoch, rank, step), pool, pin)
+
+
+def _prepare_training_batch(
+    batch: Any, cfg: TrainConfig, mcfg: ModelConfig, key: tuple[int, int, int, int], pool: DataPool | None, pin: bool
+) -> Batch:
+    """Decode + augment one shard batch with the per-sample key (seed, epoch, rank, step); page-locked if ``pin``."""
+    arrays = prepare_arrays(batch, mcfg.image_size, n_landmarks=mcfg.n_landmarks, seed=key, aug=cfg.augment, pool=pool)
+    return pinned(*arrays) if pin else arrays
 
 
 def read_cache(iterator: Any, cfg: TrainConfig, rank: int) -> TrainCache:
@@ -340,6 +346,15 @@ def summarise_validation(parts: list[dict[str, Any]], norm: str) -> dict[str, fl
     }
 
 
+def _best_model(raw: LandmarkDEQ, best_state: dict[str, torch.Tensor] | None) -> LandmarkDEQ:
+    """The model with the best weights so far (a CPU copy), or ``raw`` itself when no best state is kept."""
+    if best_state is None:
+        return raw
+    best_model = copy.deepcopy(raw).cpu()
+    best_model.load_state_dict(best_state)
+    return best_model
+
+
 def _save_state(
     folder: Path,
     raw: LandmarkDEQ,
@@ -361,13 +376,9 @@ def _save_state(
         "history": history,
     }
     torch.save(state, folder / STATE_FILE)
-    best_model = raw
-    if best_state is not None:
-        best_model = copy.deepcopy(raw).cpu()
-        best_model.load_state_dict(best_state)
     save_checkpoint(
         folder / BEST_FILE,
-        best_model,
+        _best_model(raw, best_state),
         {
             "epoch": int(best.get("epoch", epochs_done)),
             "val_nme": float(best.get("val_nme", math.nan)),
@@ -556,11 +567,9 @@ def _log_final_artifacts(
         d = Path(tmp)
         meta = {"run_name": cfg.run_name, "epochs": len(history), "source": "ldeq train"}
         save_checkpoint(d / LAST_FILE, raw, {**meta, "epoch": len(history), "val_nme": history[-1]["val_nme"]})
-        best_model = raw
-        if best_state is not None:
-            best_model = copy.deepcopy(raw).cpu()
-            best_model.load_state_dict(best_state)
-        save_checkpoint(d / REG_BEST, best_model, {**meta, "epoch": best["epoch"], "val_nme": best["val_nme"]})
+        save_checkpoint(
+            d / REG_BEST, _best_model(raw, best_state), {**meta, "epoch": best["epoch"], "val_nme": best["val_nme"]}
+        )
         (d / "train_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         (d / "model_config.yaml").write_text(yaml.safe_dump(cfg.model_config().to_dict(), sort_keys=False))
         write_curves_csv(d / "train_curves.csv", history)
