@@ -49,6 +49,7 @@ def _rank_main(rank: int, world: int, port: int, args: argparse.Namespace, mode:
             "bf16": not args.compile,
             "compile": args.compile,
             "grad_allreduce": mode,
+            "compile_ddp_split": args.compile_ddp_split,
         }
     )
     raw, opt, sched, x, target = setup_step(cfg, args.batch, device, data_seed=rank)  # each rank its own batch
@@ -67,6 +68,7 @@ def _rank_main(rank: int, world: int, port: int, args: argparse.Namespace, mode:
     torch.cuda.synchronize()
     step_s = (time.perf_counter() - t0) / args.steps
     row: dict[str, Any] = {"world": world, "allreduce": mode, "compile": args.compile, "step_ms": step_s * 1e3}
+    row["compile_ddp_split"] = args.compile_ddp_split
     row["images_per_s"] = args.batch * world / step_s
     if world > 1:
         n = sum(p.numel() for p in raw.parameters())
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--landmarks", type=int, default=68)
     p.add_argument("--compile", action="store_true", help="compiled cell, fp32/TF32 (train.compile: true)")
+    p.add_argument("--compile-ddp-split", action="store_true", help="torch per-bucket DDP graph split")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     n_dev = torch.cuda.device_count()

@@ -19,7 +19,7 @@ import torch
 
 from ldeq_core.model import LandmarkDEQ
 from pipelines.train.config import TrainConfig
-from pipelines.train.loop import _train_step, parameter_groups
+from pipelines.train.loop import _train_step, compile_cell, parameter_groups
 
 VARIANTS = {  # name -> TrainConfig overrides
     "fp32": {"bf16": False, "channels_last": False, "compile": False},
@@ -40,7 +40,7 @@ def setup_step(
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = LandmarkDEQ(cfg.model_config()).to(device).train().to(memory_format=fmt)
     if cfg.compile:
-        model.cell.compile()
+        compile_cell(model, cfg)  # the trainer's compile, with its DDP graph-splitting setting
     opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     gen = torch.Generator(device=device).manual_seed(data_seed)

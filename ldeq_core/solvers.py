@@ -199,7 +199,7 @@ def anderson(
         if not bool(active.any()):
             break
         if k == 1:
-            x = fs[:, 0]
+            x = fs[:, 0].contiguous()  # a strided history view would give a compiled f a second graph
         elif k >= 2:
             n = min(k, m)
             alpha = _anderson_weights(xs[:, :n], fs[:, :n], lam).to(z0.dtype)
@@ -279,7 +279,8 @@ def upstream_anderson(
     xs[:, 0] = z0.flatten(1)
     fs[:, 0] = f(z0).flatten(1)
     xs[:, 1] = fs[:, 0]
-    fs[:, 1] = f(fs[:, 0].view(shape)).flatten(1)
+    # contiguous, as in anderson: one input layout for a compiled f
+    fs[:, 1] = f(fs[:, 0].view(shape).contiguous()).flatten(1)
     nfe = 2
     lowest = float("inf")
     lowest_x = z0.flatten(1)

@@ -58,6 +58,16 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def compile_cell(model: LandmarkDEQ, cfg: TrainConfig, backend: Any = "inductor") -> None:
+    """torch.compile the DEQ cell in place (state-dict keys, checkpoints and DDP buckets unchanged).
+
+    ``cfg.compile_ddp_split`` sets torch's DDP graph splitting (``optimize_ddp``) before the first trace: off, the
+    cell is one graph and its gradients are all-reduced after its backward (BENCHMARKS.md section 15b).
+    """
+    torch._dynamo.config.optimize_ddp = cfg.compile_ddp_split
+    model.cell.compile(backend=backend)
+
+
 def _distributed() -> bool:
     """A process group of more than one rank is active."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -416,7 +426,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if cfg.channels_last:
         raw = raw.to(memory_format=torch.channels_last)
     if cfg.compile:
-        raw.cell.compile()  # in place: the state dict (checkpoints, DDP buckets) keeps its keys
+        compile_cell(raw, cfg)
     model = ray.train.torch.prepare_model(raw)
     set_grad_allreduce(model, cfg.grad_allreduce)
     raw = model.module if hasattr(model, "module") else model

@@ -127,3 +127,23 @@ def test_forward_fixed_equals_the_fixed_point_solver_with_zero_tolerance() -> No
     assert torch.equal(fast, out.coords) and torch.equal(z_fast, out.z_star)
     assert torch.equal(rel, out.stats.rel_residual)
     assert out.stats.nfe.tolist() == [3, 3, 3]
+
+
+@pytest.mark.parametrize("solver", ["fpi", "anderson"])
+def test_compiled_cell_gets_one_graph_per_grad_context(solver: str) -> None:
+    """A compiled cell must not recompile inside a solve: every call of f in one grad context sees the same input
+    strides, so a one-step training step compiles exactly two graphs (the no-grad solve, the tracked step) and a
+    second step none (a strided Anderson history view once added a third)."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    cfg = get_preset("tiny", solver={"method": solver, "max_nfe": 4, "tol": 0.0}, grad={"mode": "one_step"}, **SMALL)
+    model = LandmarkDEQ(cfg).train()
+    counter = CompileCounter()
+    model.cell.compile(backend=counter)
+    for _ in range(2):
+        out = model(torch.randn(2, 3, 64, 64))
+        out.coords.sum().backward()
+        assert int(out.stats.nfe.max()) >= 4  # the solve really ran several cell evaluations
+    assert counter.frame_count == 2
+    torch._dynamo.reset()

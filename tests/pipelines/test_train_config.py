@@ -136,3 +136,31 @@ def test_tracking_uri_comes_from_the_environment_when_set(tmp_path, monkeypatch)
     assert cfg.resolved(tmp_path).mlflow_uri == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert cfg.resolved(tmp_path).mlflow_uri == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_compile_cell_sets_ddp_graph_splitting(split: bool) -> None:
+    """train.compile_ddp_split reaches torch's DDP graph splitting, and the cell is compiled in place (the compiled
+    forward runs, the state-dict keys stay those of the eager model)."""
+    import torch
+    from torch._dynamo.testing import CompileCounter
+
+    from ldeq_core.config import get_preset
+    from ldeq_core.model import LandmarkDEQ
+    from pipelines.train.loop import compile_cell
+
+    before = torch._dynamo.config.optimize_ddp
+    torch._dynamo.reset()
+    try:
+        model = LandmarkDEQ(get_preset("tiny", image_size=64, heatmap_size=16))
+        keys = list(model.state_dict())
+        counter = CompileCounter()
+        compile_cell(model, TrainConfig(compile_ddp_split=split), backend=counter)
+        assert torch._dynamo.config.optimize_ddp is split
+        with torch.no_grad():
+            model(torch.randn(1, 3, 64, 64))
+        assert counter.frame_count == 1
+        assert list(model.state_dict()) == keys
+    finally:
+        torch._dynamo.config.optimize_ddp = before
+        torch._dynamo.reset()
