@@ -430,13 +430,19 @@ def batching_stats(url: str) -> dict[str, Any]:
 def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     calls = after["model_calls"] - before["model_calls"]
     frames = after["frames"] - before["frames"]
+    ticks = after["ticks"] - before["ticks"]
     sizes = {k: v - before["call_sizes"].get(k, 0) for k, v in after["call_sizes"].items()}
     return {
         "frames": frames,
         "model_calls": calls,
-        "ticks": after["ticks"] - before["ticks"],
+        "ticks": ticks,
         "mean_call_size": round(frames / calls, 2) if calls else 0.0,
         "call_sizes": {k: v for k, v in sizes.items() if v},
+        # where a replica's worker thread spent each tick (ms per tick): the host work vs the model
+        **{
+            f"{phase}_ms_per_tick": round(1e3 * (after[f"{phase}_s"] - before[f"{phase}_s"]) / max(ticks, 1), 3)
+            for phase in ("step", "prepare", "model", "observe")
+        },
     }
 
 

@@ -185,6 +185,8 @@ class FrameBatcher:
         self._calls: Counter[int] = Counter()  # model-call size -> count
         self._ticks = 0
         self._frames = 0
+        # seconds spent on the worker thread, by phase (see stats())
+        self._time: Counter[str] = Counter()
 
     # ------------------------------------------------------------------------------------------------ public
     @property
@@ -192,7 +194,10 @@ class FrameBatcher:
         return len(self._active)
 
     def stats(self) -> dict[str, Any]:
-        """Counters since start: ticks, model calls, frames, and the distribution of model-call sizes."""
+        """Counters since start: ticks, model calls, frames, the distribution of model-call sizes, and where the
+        worker thread's time went (seconds): ``step_s`` whole ticks, of which ``prepare_s`` decoding, boxes and
+        crops (all streams of a tick, in parallel), ``model_s`` the model calls (with their host-device copies) and
+        ``observe_s`` tracking and per-frame results."""
         calls = sum(self._calls.values())
         return {
             "ticks": self._ticks,
@@ -202,6 +207,7 @@ class FrameBatcher:
             "mean_call_size": (sum(k * v for k, v in self._calls.items()) / calls) if calls else 0.0,
             "call_sizes": {str(k): v for k, v in sorted(self._calls.items())},
             "active_videos": len(self._active),
+            **{f"{k}_s": round(self._time[k], 6) for k in ("step", "prepare", "model", "observe")},
         }
 
     async def run(self, req: StreamRequest) -> StreamResult:
@@ -339,6 +345,12 @@ class FrameBatcher:
         """Runs on the worker thread: prepare every stream's frame (in parallel), one model call per RwR config,
         then observe the landmarks (tracking)."""
         now = time.perf_counter()
+        try:
+            return self._step_timed(batch, now)
+        finally:
+            self._time["step"] += time.perf_counter() - now
+
+    def _step_timed(self, batch: list[_Stream], now: float) -> list[_Frame | BaseException]:
         results: list[_Frame | BaseException | None] = [None] * len(batch)
         prepared: dict[RwRConfig, list[_Prepared]] = defaultdict(list)
         idx = range(len(batch))
@@ -346,6 +358,7 @@ class FrameBatcher:
             outs = list(self._prepare_pool.map(self._prepare, idx, batch, [now] * len(batch)))
         else:
             outs = [self._prepare(i, s, now) for i, s in zip(idx, batch, strict=True)]
+        self._time["prepare"] += time.perf_counter() - now
         for i, (s, out) in enumerate(zip(batch, outs, strict=True)):
             if isinstance(out, BaseException):
                 results[i] = out
@@ -355,6 +368,7 @@ class FrameBatcher:
             self.tracker.cfg = cfg
             groups = [[it] for it in items] if self.exact else [items]
             for group in groups:
+                t0 = time.perf_counter()
                 try:
                     res = self.tracker.step_prepared(
                         np.stack([p.crop for p in group]),
@@ -369,6 +383,9 @@ class FrameBatcher:
                             500, "internal_error", f"{batch[p.index].req.name}: model step failed: {exc}"
                         )
                     continue
+                finally:
+                    t1 = time.perf_counter()
+                    self._time["model"] += t1 - t0
                 self._calls[len(group)] += 1
                 assert res.landmarks is not None
                 for j, p in enumerate(group):
@@ -381,4 +398,5 @@ class FrameBatcher:
                     results[i] = _Frame(
                         res.landmarks[j].copy(), int(res.nfe[j]), bool(res.full_solve[j]), p.box, p.source, len(group)
                     )
+                self._time["observe"] += time.perf_counter() - t1
         return [r if r is not None else ServiceError(500, "internal_error", "frame not processed") for r in results]

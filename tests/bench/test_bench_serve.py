@@ -35,6 +35,10 @@ def _check_counts(result: dict[str, Any], frames: int) -> None:
         assert r["requests"] == r["clients"] * 2
         assert r["frames_per_s"] == pytest.approx(r["frames_scored"] / r["wall_s"], rel=2e-3)
         assert r["batching"]["frames"] == r["frames_scored"]  # one replica: its counters saw exactly these frames
+        b = r["batching"]  # the replica's tick time split: phases within the tick, ticks within the level's wall time
+        phases = b["prepare_ms_per_tick"] + b["model_ms_per_tick"] + b["observe_ms_per_tick"]
+        assert 0 < phases <= b["step_ms_per_tick"] + 2e-3  # + the rounding of three values to 1e-3 ms
+        assert b["step_ms_per_tick"] * b["ticks"] <= r["wall_s"] * 1e3
 
 
 def test_quick_exact_with_boxes(ray_local: str, tmp_path: Path) -> None:

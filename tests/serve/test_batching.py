@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -179,3 +180,38 @@ def test_read_ahead_iterator_keeps_order_raises_errors_and_closes() -> None:
         next(early)
         early.close()  # waits for the decode in flight, then closes the generator
     assert sorted(closed) == [4, 5, 9]
+
+
+class _SlowBoxes(GivenBoxes):
+    """Given boxes whose lookup and tracking update take a known time (prepare and observe phases)."""
+
+    def box_for(self, t: int, frame_bgr: np.ndarray) -> tuple[np.ndarray, bool, str]:
+        time.sleep(PREPARE_SLEEP)
+        return super().box_for(t, frame_bgr)
+
+    def observe(self, t: int, landmarks: np.ndarray) -> None:
+        time.sleep(OBSERVE_SLEEP)
+        super().observe(t, landmarks)
+
+
+PREPARE_SLEEP, OBSERVE_SLEEP = 0.02, 0.01
+
+
+def test_stats_split_the_worker_time_by_phase(model: LandmarkDEQ, clips: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """prepare_s / observe_s hold at least the known per-frame sleeps of those phases, the phases add up to at most
+    step_s, and step_s to at most the wall time."""
+    batcher = FrameBatcher(model, CFG)  # one prepare thread: the per-frame sleeps add up serially
+    reqs = [StreamRequest(iter(list(f)), len(f), _SlowBoxes(b), CFG) for f, b in clips]
+    t0 = time.perf_counter()
+    results = _run(batcher, reqs)
+    wall = time.perf_counter() - t0
+    assert all(isinstance(r, StreamResult) for r in results)
+    st = batcher.stats()
+    frames = sum(LENGTHS)
+    assert st["frames"] == frames
+    assert st["prepare_s"] >= frames * PREPARE_SLEEP
+    assert st["observe_s"] >= frames * OBSERVE_SLEEP
+    assert st["model_s"] > 0
+    phases = st["prepare_s"] + st["model_s"] + st["observe_s"]
+    assert phases <= st["step_s"] + 1e-5 <= wall + 1e-5
+    assert phases >= 0.8 * st["step_s"]  # the rest of a tick is bookkeeping
