@@ -67,8 +67,13 @@ def _rank_main(rank: int, world: int, port: int, args: argparse.Namespace, mode:
         _train_step(model, opt, sched, x, target, cfg, 64, 4, device)
     torch.cuda.synchronize()
     step_s = (time.perf_counter() - t0) / args.steps
-    row: dict[str, Any] = {"world": world, "allreduce": mode, "compile": args.compile, "step_ms": step_s * 1e3}
-    row["compile_ddp_split"] = args.compile_ddp_split
+    row: dict[str, Any] = {
+        "world": world,
+        "allreduce": mode,
+        "compile": args.compile,
+        "compile_ddp_split": args.compile_ddp_split,
+        "step_ms": step_s * 1e3,
+    }
     row["images_per_s"] = args.batch * world / step_s
     if world > 1:
         n = sum(p.numel() for p in raw.parameters())

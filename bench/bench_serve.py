@@ -428,6 +428,8 @@ def batching_stats(url: str) -> dict[str, Any]:
 
 
 def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    from serve.batching import TIME_PHASES
+
     calls = after["model_calls"] - before["model_calls"]
     frames = after["frames"] - before["frames"]
     ticks = after["ticks"] - before["ticks"]
@@ -441,7 +443,7 @@ def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
         # where a replica's worker thread spent each tick (ms per tick): the host work vs the model
         **{
             f"{phase}_ms_per_tick": round(1e3 * (after[f"{phase}_s"] - before[f"{phase}_s"]) / max(ticks, 1), 3)
-            for phase in ("step", "prepare", "model", "observe")
+            for phase in TIME_PHASES
         },
     }
 

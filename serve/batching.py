@@ -144,6 +144,9 @@ class _Frame:
     group: int
 
 
+TIME_PHASES = ("step", "prepare", "model", "observe")  # stats(): "<phase>_s", the worker thread's time
+
+
 class FrameBatcher:
     """The replica's scheduler: ``await run(request)`` scores one video alongside all others in flight."""
 
@@ -207,7 +210,7 @@ class FrameBatcher:
             "mean_call_size": (sum(k * v for k, v in self._calls.items()) / calls) if calls else 0.0,
             "call_sizes": {str(k): v for k, v in sorted(self._calls.items())},
             "active_videos": len(self._active),
-            **{f"{k}_s": round(self._time[k], 6) for k in ("step", "prepare", "model", "observe")},
+            **{f"{k}_s": round(self._time[k], 6) for k in TIME_PHASES},
         }
 
     async def run(self, req: StreamRequest) -> StreamResult:
