@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -94,13 +95,19 @@ def test_channels_last_and_bf16_autocast() -> None:
     model = LandmarkDEQ(get_preset("tiny", **SMALL)).eval()
     img = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
+        ref64 = copy.deepcopy(model).double()(img.double(), max_nfe=3, tol=0.0).coords
         ref = model(img, max_nfe=3, tol=0.0).coords
         cl = model.to(memory_format=torch.channels_last)(
             img.to(memory_format=torch.channels_last), max_nfe=3, tol=0.0
         ).coords
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf = model(img, max_nfe=3, tol=0.0).coords
-    assert torch.allclose(cl, ref, atol=1e-5)
+    # channels_last only changes the fp32 reduction order (which kernels torch picks depends on the CPU), so its
+    # error against a float64 oracle must be of the same order as the contiguous fp32 path's own error; the floor
+    # is 100 fp32 ulps of the unit-range coordinates for the case where the contiguous path happens to be exact.
+    err_ref = (ref.double() - ref64).abs().max().item()
+    err_cl = (cl.double() - ref64).abs().max().item()
+    assert err_cl <= 10 * err_ref + 100 * torch.finfo(torch.float32).eps, (err_cl, err_ref)
     assert bf.dtype == torch.float32 and torch.isfinite(bf).all()
     # Random weights give flat, ill-conditioned heatmaps; parity on trained models is a benchmark (bench/).
     assert (bf - ref).abs().mean() < 0.03
