@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from ldeq_cli import core_commands, data_commands, demo_commands, eval_commands, serve_commands, train_commands
+from ldeq_cli import (
+    core_commands,
+    data_commands,
+    demo_commands,
+    eval_commands,
+    models_commands,
+    serve_commands,
+    track_commands,
+    train_commands,
+)
 
 app = typer.Typer(help="Stable video facial landmarks with Landmark DEQs and RwR.", no_args_is_help=True)
 core_commands.register(app)
@@ -13,6 +22,8 @@ demo_commands.register(app)
 train_commands.register(app)
 eval_commands.register(app)
 serve_commands.register(app)
+models_commands.register(app)
+track_commands.register(app)
 
 
 if __name__ == "__main__":

@@ -577,5 +577,6 @@ def prepare(params: Mapping[str, Any], *, base_dir: PathLike | None = None, prog
 
 
 def prepare_from_params(params_path: PathLike = "params.yaml", *, progress: bool = True) -> Prepared:
-    """``prepare`` with the settings of ``params_path``; paths resolve against the current directory."""
-    return prepare(load_params(params_path), progress=progress)
+    """``prepare`` with the settings of ``params_path``; relative paths resolve against the params file's folder
+    (the project root for ``params.yaml``), as in the train stage."""
+    return prepare(load_params(params_path), base_dir=Path(params_path).resolve().parent, progress=progress)

@@ -473,5 +473,6 @@ def preprocess_from_params(params_path: PathLike = "params.yaml") -> dict[str, A
     """``run_preprocess`` with ``data.out`` as input and the ``preprocess`` section of ``params_path``."""
     params = load_params(params_path)
     cfg = preprocess_settings(params, os.fspath(params_path))
-    raw = (params.get("data") or {}).get("out", "data/raw")
-    return run_preprocess(raw, cfg["out"], cfg)
+    base = Path(params_path).resolve().parent  # relative paths are relative to the params file's folder
+    raw = base / (params.get("data") or {}).get("out", "data/raw")
+    return run_preprocess(raw, base / cfg["out"], cfg)

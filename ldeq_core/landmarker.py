@@ -1,0 +1,135 @@
+"""``FaceLandmarker``: stable landmarks for every face of a stream, frame by frame, in three lines.
+
+    from ldeq_core.landmarker import FaceLandmarker
+    lm = FaceLandmarker()                      # the best 68-point zoo model, RwR at 2 NFE, the default detector
+    for frame_bgr in frames:                   # a video file, a webcam, a stream: one frame at a time
+        for face in lm.process(frame_bgr):     # FaceResult: face_id, box, landmarks (L, 2) in frame pixels
+            ...
+
+Each face track keeps its own RwR state (warm start from its previous equilibrium); see
+:mod:`ldeq_core.face_tracking` for detection, association and track loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ldeq_core.checkpoints import LoadedCheckpoint, load_checkpoint
+from ldeq_core.face_tracking import FaceResult, FaceTrackingConfig, MultiFaceTracker
+from ldeq_core.rwr import RwRConfig, RwRTracker
+
+FILTER_DEFAULTS: dict[str, dict[str, float]] = {
+    # Streaming defaults when no parameters are given; ``freq`` (frames per second) is added from the video.
+    "none": {},
+    "ema": {"alpha": 0.5},
+    "one_euro": {"min_cutoff": 1.0, "beta": 0.05},
+    "kalman": {"q": 1.0, "r": 16.0},
+}
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """How a video is solved: ``mode`` rwr | per_frame, the RwR budget and proximal gamma, a streaming filter."""
+
+    mode: Literal["rwr", "per_frame"] = "rwr"
+    budget_nfe: int = 2
+    gamma: float = 0.0
+    filter: str = "none"
+    filter_params: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.filter not in FILTER_DEFAULTS:
+            raise ValueError(f"filter: unknown filter {self.filter!r}, expected one of {sorted(FILTER_DEFAULTS)}")
+        RwRConfig(mode=self.mode, budget_nfe=self.budget_nfe, gamma=self.gamma)  # validates the rest
+
+    def filter_kwargs(self, fps: float) -> dict[str, float]:
+        """The filter's parameters: the defaults overridden by ``filter_params``, plus ``freq`` for One Euro."""
+        params = {**FILTER_DEFAULTS[self.filter], **self.filter_params}
+        if self.filter == "one_euro":
+            if not fps > 0:
+                raise ValueError(f"the one_euro filter needs the frame rate, got fps={fps}")
+            params.setdefault("freq", float(fps))
+        return params
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+def load_model(model: str | Path | LoadedCheckpoint | None, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """A zoo name, a checkpoint path, or ``None`` (the best 68-point zoo model) as a ``LoadedCheckpoint``."""
+    if isinstance(model, LoadedCheckpoint):
+        return model
+    from ldeq_core import pretrained
+
+    if model is None:
+        entry = pretrained.default_pretrained(68)
+        if entry is None:
+            raise ValueError("the model zoo is empty: pass a checkpoint path (models/model.pt after `make demo`)")
+        model = entry.name
+    text = str(model)
+    if "://" in text:
+        raise ValueError(f"{text}: pass a URL to ldeq_core.pretrained.load_pretrained with its sha256")
+    names = {e.name for e in pretrained.list_pretrained()}
+    if text in names:
+        return pretrained.load_pretrained(text, map_location=device)
+    path = Path(text)
+    if not path.exists():
+        raise ValueError(f"{text}: neither a zoo model ({', '.join(sorted(names)) or 'zoo empty'}) nor a file")
+    return load_checkpoint(path, map_location=device)
+
+
+class FaceLandmarker:
+    """Per-face landmarks for a stream of BGR frames (OpenCV order); one RwR state per face track."""
+
+    def __init__(
+        self,
+        model: str | Path | LoadedCheckpoint | None = None,
+        settings: VideoSettings | None = None,
+        *,
+        detector: Any = "auto",
+        tracking: FaceTrackingConfig | None = None,
+        fps: float = 30.0,
+        device: str = "auto",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.checkpoint = load_model(model, self.device)
+        self.model = self.checkpoint.model.to(self.device).eval()
+        self.settings = settings or VideoSettings()
+        s = self.settings
+        rwr = RwRConfig(mode=s.mode, budget_nfe=s.budget_nfe, gamma=s.gamma, crop_size=self.model.cfg.image_size)
+        if isinstance(detector, str):
+            from ldeq_core.face_detect import make_detector
+
+            detector = make_detector(detector)
+        self.detector = detector
+        self.tracker = MultiFaceTracker(
+            RwRTracker(self.model, rwr), detector, tracking, filter_name=s.filter, filter_params=s.filter_kwargs(fps)
+        )
+
+    @property
+    def n_landmarks(self) -> int:
+        return self.model.cfg.n_landmarks
+
+    @property
+    def model_name(self) -> str:
+        """The zoo name, or the checkpoint's sha256 prefix for a file."""
+        return str(self.checkpoint.metadata.get("zoo_name") or f"checkpoint sha256:{self.checkpoint.sha256[:12]}")
+
+    def process(self, frame_bgr: np.ndarray, boxes: np.ndarray | None = None) -> list[FaceResult]:
+        """Landmarks of every face of the next frame; ``boxes`` (N, 4) x1, y1, x2, y2 skips detection."""
+        return self.tracker.process(frame_bgr, boxes)
+
+    def reset(self) -> None:
+        """Forget every face (call at a shot cut or before another video)."""
+        self.tracker.reset()
