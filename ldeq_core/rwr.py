@@ -40,6 +40,9 @@ class RwRConfig:
     upstream_max_iters: int = 1
     crop_size: int = 256
     extra_scale: float = 1.2
+    # Crop-invariant recurrence: resample the previous equilibrium into the current crop (the relative affine of the
+    # two crops) before the warm start and the proximal term, so that box motion does not leak into the landmarks.
+    warp_state: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("rwr", "per_frame"):
@@ -66,6 +69,35 @@ class _Stream:
     z: torch.Tensor
     box: np.ndarray | None
     frames: int = 0
+    affine: np.ndarray | None = None  # frame -> crop affine of the frame that produced z
+
+
+def heatmap_warp_theta(prev_affine: np.ndarray, cur_affine: np.ndarray, size: int, heatmap: int) -> np.ndarray:
+    """``affine_grid`` theta (2, 3), ``align_corners=True``, sampling the previous crop's heatmaps at the current
+    crop's heatmap cells.
+
+    Heatmap cell j sits at crop pixel 4 j (``soft_argmax``: no half-cell offset; generally ``size / heatmap``), so a
+    current cell maps to frame pixels through the inverse current crop affine, then into the previous crop and its
+    heatmap grid; ``align_corners=True`` puts normalised -1 and 1 on the first and last cell centres.
+    """
+    stride = size / heatmap
+
+    def h3(m: np.ndarray) -> np.ndarray:
+        return np.vstack([np.asarray(m, dtype=np.float64)[:2], [0.0, 0.0, 1.0]])
+
+    cell_to_px = np.diag([stride, stride, 1.0])
+    norm = np.array([[2.0 / (heatmap - 1), 0.0, -1.0], [0.0, 2.0 / (heatmap - 1), -1.0], [0.0, 0.0, 1.0]])
+    cells = np.linalg.inv(cell_to_px) @ h3(prev_affine) @ h3(invert_affine(cur_affine)) @ cell_to_px
+    return (norm @ cells @ np.linalg.inv(norm))[:2]
+
+
+def warp_states(z: torch.Tensor, thetas: np.ndarray) -> torch.Tensor:
+    """Resample states (N, C, H, W) with per-sample thetas (N, 2, 3) (bilinear, zeros outside the old crop)."""
+    theta = torch.as_tensor(thetas, dtype=torch.float32, device=z.device)
+    grid = torch.nn.functional.affine_grid(theta, list(z.shape), align_corners=True)
+    return torch.nn.functional.grid_sample(
+        z.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    ).to(z.dtype)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -138,7 +170,9 @@ class RwRTracker:
     ) -> StepResult:
         """:meth:`step` after :meth:`crop` (which callers may run in parallel): solve, map back to frame pixels."""
         images = to_model_input(np.asarray(crops), self.device)
-        res = self.step_crops(images, stream_ids, boxes=np.asarray(boxes, dtype=np.float64), reset=reset)
+        res = self.step_crops(
+            images, stream_ids, boxes=np.asarray(boxes, dtype=np.float64), reset=reset, affines=np.asarray(affines)
+        )
         res.landmarks = apply_affine(np.stack([invert_affine(m) for m in affines]), res.coords)
         return res
 
@@ -149,8 +183,11 @@ class RwRTracker:
         stream_ids: Sequence[Hashable],
         boxes: np.ndarray | None = None,
         reset: Sequence[bool] | None = None,
+        affines: np.ndarray | None = None,
     ) -> StepResult:
-        """Solve already-cropped, normalised images (N, 3, S, S), one per stream; returns crop-pixel landmarks."""
+        """Solve already-cropped, normalised images (N, 3, S, S), one per stream; returns crop-pixel landmarks.
+
+        ``affines`` (N, 2, 3), the frame -> crop affine of each image, enables ``warp_state``."""
         n = images.shape[0]
         if len(set(stream_ids)) != n or len(stream_ids) != n:
             raise ValueError("stream_ids must be unique, one per image")
@@ -184,6 +221,8 @@ class RwRTracker:
                 outs.append((fresh_idx, (out.coords, out.z_star, out.stats.nfe, out.stats.rel_residual)))
             if warm_idx.size:
                 z0 = torch.stack([self.streams[stream_ids[i]].z for i in warm_idx]).to(dev)
+                if cfg.warp_state and affines is not None:
+                    z0 = self._warp(z0, [stream_ids[i] for i in warm_idx], affines[warm_idx])
                 warm_images = images[torch.as_tensor(warm_idx, device=dev)]
                 if cfg.tol == 0 and cfg.gamma == 0:
                     # The hot path: exactly budget_nfe steps, no stopping test (CUDA-graph captured on a GPU).
@@ -212,8 +251,21 @@ class RwRTracker:
                     z=z_star[j].clone(),
                     box=None if boxes is None else np.asarray(boxes[i], dtype=np.float64),
                     frames=(prev.frames if prev else 0) + 1,
+                    affine=None if affines is None else np.asarray(affines[i], dtype=np.float64),
                 )
         return StepResult(coords=coords, nfe=nfe, full_solve=fresh, rel_residual=rel)
+
+    def _warp(self, z0: torch.Tensor, sids: Sequence[Hashable], affines: np.ndarray) -> torch.Tensor:
+        """The previous equilibria resampled into the current crops (streams without a stored affine unchanged)."""
+        size, hm = self.cfg.crop_size, self.model.cfg.heatmap_size
+        eye = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        thetas = np.stack(
+            [
+                eye if (prev := self.streams[sid].affine) is None else heatmap_warp_theta(prev, cur, size, hm)
+                for sid, cur in zip(sids, affines, strict=True)
+            ]
+        )
+        return warp_states(z0, thetas)
 
     def _needs_full_solve(self, sid: Hashable, box: np.ndarray | None, reset: Sequence[bool] | None, i: int) -> bool:
         if self.cfg.upstream:

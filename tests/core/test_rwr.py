@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from ldeq_core.config import get_preset
+from ldeq_core.geometry import apply_affine, box_to_affine, invert_affine
+from ldeq_core.heatmaps import soft_argmax
 from ldeq_core.model import LandmarkDEQ
-from ldeq_core.rwr import RwRConfig, RwRTracker, box_iou, track_videos
+from ldeq_core.rwr import RwRConfig, RwRTracker, box_iou, heatmap_warp_theta, track_videos, warp_states
 
 S = 64  # crop size of the test model (heatmaps 16x16) to keep the tests fast
 
@@ -152,3 +154,48 @@ def test_bad_inputs(model: LandmarkDEQ) -> None:
         tracker.step([np.zeros((50, 50, 3), np.uint8)], np.array([[np.nan, 0, 10, 10]]), ["a"])
     with pytest.raises(ValueError, match=r"rwr\.mode"):
         RwRConfig(mode="smooth")  # type: ignore[arg-type]
+
+
+def _blobs(centres: np.ndarray, size: int, sigma: float = 1.5) -> torch.Tensor:
+    """(1, L, size, size) Gaussian heatmaps with peaks at ``centres`` (L, 2) heatmap cells (x, y)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    maps = [np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2)) for cx, cy in centres]
+    return torch.tensor(np.stack(maps)[None], dtype=torch.float32)
+
+
+def test_heatmap_warp_is_the_identity_for_the_same_crop() -> None:
+    m = box_to_affine(np.array([40.0, 30.0, 120.0, 110.0]), 64)
+    np.testing.assert_allclose(heatmap_warp_theta(m, m, 64, 16), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+
+
+@pytest.mark.parametrize("shift", [(4.0, 0.0), (2.5, -3.0), (0.0, 0.0)])
+@pytest.mark.parametrize("grow", [1.0, 1.1])
+def test_warped_state_decodes_to_the_same_frame_points(shift: tuple[float, float], grow: float) -> None:
+    """Independent check: decode the warped heatmaps in the new crop and map to frame pixels; the points must be
+    where the old heatmaps put them in the old crop (blobs away from the borders, so no mass is cut off)."""
+    size, hm = 128, 32
+    box0 = np.array([100.0, 80.0, 200.0, 180.0])
+    c, half = (box0[:2] + box0[2:]) / 2 + np.array(shift), (box0[2:] - box0[:2]) * grow / 2
+    box1 = np.concatenate([c - half, c + half])
+    a0, a1 = box_to_affine(box0, size), box_to_affine(box1, size)
+    centres = np.array([[12.0, 14.0], [18.5, 10.25], [15.0, 20.0]])
+    z0 = _blobs(centres, hm)
+    warped = warp_states(z0, heatmap_warp_theta(a0, a1, size, hm)[None])
+    p0 = apply_affine(invert_affine(a0), soft_argmax(z0)[0][0].numpy() * size)
+    p1 = apply_affine(invert_affine(a1), soft_argmax(warped)[0][0].numpy() * size)
+    # bilinear resampling of a sigma-1.5-cell Gaussian moves its mean by far less than 0.05 cell (0.2 crop px,
+    # 0.16 frame px at this scale); fp32 soft-argmax adds ~1e-5
+    np.testing.assert_allclose(p1, p0, atol=0.16)
+
+
+def test_warp_state_off_equals_plain_rwr_and_on_changes_only_warm_frames() -> None:
+    torch.manual_seed(0)
+    model = LandmarkDEQ(get_preset("tiny", image_size=64, heatmap_size=16)).eval()
+    frame = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[30.0, 20.0, 90.0, 80.0], [34.0, 22.0, 94.0, 82.0]])
+    runs = {}
+    for warp in (False, True):
+        tr = RwRTracker(model, RwRConfig(crop_size=64, warp_state=warp))
+        runs[warp] = [tr.step([frame], boxes[t : t + 1], ["s"]).landmarks for t in range(2)]
+    np.testing.assert_array_equal(runs[False][0], runs[True][0])  # the first frame is a full solve either way
+    assert np.abs(runs[False][1] - runs[True][1]).max() > 1e-3  # the warm start differs once the box moved
