@@ -6,8 +6,9 @@ Two kinds of method:
   ``per_frame`` (a full solve from zeros on every frame, the baseline), ``rwr_nfe<b>`` (RwR: warm start from
   the previous frame's equilibrium with a budget of ``b`` cell evaluations; the stream's first frame gets a full
   solve), ``rwr_upstream`` (the released code's RwR: every frame, the first included, capped at
-  ``upstream_max_iters`` solver iterations + the extra step) and ``rwr_nfe<b>_gamma<g>`` (RwR iterating the
-  proximal map ``z <- (f(z) + g z_prev) / (1 + g)``);
+  ``upstream_max_iters`` solver iterations + the extra step), ``rwr_nfe<b>_gamma<g>`` (RwR iterating the
+  proximal map ``z <- (f(z) + g z_prev) / (1 + g)``) and, with ``warp``, each RwR method again with the previous
+  equilibrium resampled into the current crop (``..._warp``, crop-invariant recurrence);
 - **filter** methods smooth the landmark track of a tracker method offline (``per_frame+ema``,
   ``per_frame+one_euro``, ``per_frame+kalman``); their parameters are tuned on the tuning videos
   (:mod:`pipelines.evaluate.tune_filters`).
@@ -54,6 +55,7 @@ class MethodSettings:
     upstream_max_iters: int = 1
     filters: tuple[str, ...] = FILTER_NAMES
     extra_scale: float = 1.2
+    warp: bool = False  # also run every RwR budget / gamma with the crop-invariant state warp (``..._warp``)
 
     def __post_init__(self) -> None:
         if not self.budgets or any(not isinstance(b, int) or b < 1 for b in self.budgets):
@@ -94,9 +96,10 @@ def method_settings(section: Mapping[str, Any] | None, where: str = "evaluate.me
         raise ValueError(f"{where}: {exc}") from exc
 
 
-def rwr_name(budget: int, gamma: float = 0.0) -> str:
-    """Method name of RwR at ``budget`` NFE (with the proximal weight ``gamma`` when > 0)."""
-    return f"rwr_nfe{budget}" + (f"_gamma{gamma:g}" if gamma > 0 else "")
+def rwr_name(budget: int, gamma: float = 0.0, warp: bool = False) -> str:
+    """Method name of RwR at ``budget`` NFE (with the proximal weight ``gamma`` when > 0, ``_warp`` when the
+    previous equilibrium is warped into the current crop)."""
+    return f"rwr_nfe{budget}" + (f"_gamma{gamma:g}" if gamma > 0 else "") + ("_warp" if warp else "")
 
 
 def filter_method_name(filter_name: str, base: str = PER_FRAME) -> str:
@@ -141,6 +144,19 @@ def build_methods(settings: MethodSettings, crop_size: int) -> list[Method]:
                 rwr=RwRConfig(mode="rwr", budget_nfe=b, gamma=float(g), **common),
             )
         )
+    if settings.warp:
+        for m in [m for m in out if m.rwr is not None and m.rwr.mode == "rwr" and not m.rwr.upstream]:
+            assert m.rwr is not None
+            out.append(
+                Method(
+                    rwr_name(m.rwr.budget_nfe, m.rwr.gamma, warp=True),
+                    "tracker",
+                    m.label + ", previous state warped into the current crop",
+                    rwr=RwRConfig(
+                        mode="rwr", budget_nfe=m.rwr.budget_nfe, gamma=m.rwr.gamma, warp_state=True, **common
+                    ),
+                )
+            )
     for f in settings.filters:
         out.append(
             Method(filter_method_name(f), "filter", f"per-frame + offline {f} filter (tuned)", base=PER_FRAME, filter=f)

@@ -169,7 +169,10 @@ def run_group(
             live = [i for i, n in enumerate(lengths) if t < n]
             images = to_model_input(np.stack([videos[i].crops[t] for i in live]), dev)
             res = tracker.step_crops(
-                images, [videos[i].ref.key for i in live], boxes=np.stack([videos[i].boxes[t] for i in live])
+                images,
+                [videos[i].ref.key for i in live],
+                boxes=np.stack([videos[i].boxes[t] for i in live]),
+                affines=np.stack([videos[i].affines[t] for i in live]),
             )
             pts = apply_affine(np.stack([inv[i][t] for i in live]), res.coords)
             for j, i in enumerate(live):

@@ -56,7 +56,16 @@ def test_run_group_equals_core_track_videos(video_root: Path) -> None:
     """Pre-cropped frame-synchronous runs give exactly ldeq_core's track_videos (which crops inside the tracker)."""
     model = tiny_model()
     refs = make_refs([("syn", str(video_root), {"all": [v for v, _, _ in SPECS]})])
-    methods = trackers(build_methods(MethodSettings(budgets=(2,), gammas=(), upstream=True), 64))
+    methods = trackers(build_methods(MethodSettings(budgets=(2,), gammas=(1.0,), upstream=True, warp=True), 64))
+    assert [m.name for m in methods] == [
+        "per_frame",
+        "rwr_nfe2",
+        "rwr_upstream",
+        "rwr_nfe2_gamma1",
+        "rwr_nfe2_warp",
+        "rwr_nfe2_gamma1_warp",
+    ]
+    assert [m.rwr.warp_state for m in methods if m.rwr] == [False] * 4 + [True] * 2
     decoded = [decode_video(r, 64) for r in refs]
     videos = [
         (list(read_frames(Path(r.root) / "videos" / f"{r.video_id}.mp4")), d.boxes)
