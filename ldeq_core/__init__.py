@@ -6,6 +6,7 @@ Imports only torch, numpy, scipy and OpenCV.
 from ldeq_core.checkpoints import load_checkpoint, save_checkpoint
 from ldeq_core.config import GradConfig, ModelConfig, SolverConfig, get_preset
 from ldeq_core.model import LandmarkDEQ, LDEQOutput
+from ldeq_core.pretrained import default_pretrained, get_pretrained, list_pretrained, load_pretrained
 from ldeq_core.rwr import RwRConfig, RwRTracker, track_videos
 
 __all__ = [
@@ -16,8 +17,12 @@ __all__ = [
     "RwRConfig",
     "RwRTracker",
     "SolverConfig",
+    "default_pretrained",
     "get_preset",
+    "get_pretrained",
+    "list_pretrained",
     "load_checkpoint",
+    "load_pretrained",
     "save_checkpoint",
     "track_videos",
 ]
