@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
         "n_frames": 60,
         "frame_size": [640, 480],
         "fps": 30.0,
+        "anim": None,  # pipelines.animated_stills.AnimParams overrides, e.g. {box_jitter: 0.02, blur_prob: 0.3}
     },
     "wflw": {"root": None, "splits": None, "check_images": True},
     "wflw_v": {
@@ -125,6 +126,15 @@ def data_settings(params: Mapping[str, Any], where: str = "params.yaml") -> dict
         raise ValueError(f"{where}: data.w300.val_fraction must be in [0, 1], got {w3['val_fraction']!r}")
     if len(w3["frame_size"]) != 2:
         raise ValueError(f"{where}: data.w300.frame_size must be [width, height], got {w3['frame_size']!r}")
+    if w3["anim"] is not None:
+        from pipelines.animated_stills import AnimParams
+
+        if not isinstance(w3["anim"], Mapping):
+            raise ValueError(f"{where}: data.w300.anim must be a mapping of AnimParams fields, got {w3['anim']!r}")
+        known = set(AnimParams.__dataclass_fields__)
+        if set(w3["anim"]) - known:
+            raise ValueError(f"{where}: data.w300.anim: unknown key(s) {sorted(set(w3['anim']) - known)}")
+        AnimParams(**w3["anim"])  # range checks
     return cfg
 
 
@@ -402,6 +412,8 @@ def _prepare_300w(cfg: dict[str, Any], out: Path, base: Path, progress: bool) ->
     n_videos = int(w3["n_videos"])
     if n_videos > 0 and splits["val"]:
         anim = {k: w3[k] for k in ("n_videos", "n_frames", "frame_size", "fps")}
+        if w3.get("anim"):
+            anim["anim"] = dict(w3["anim"])  # part of the hash only when set: existing folders stay valid
         anim.update(seed=cfg["seed"], val=splits["val"], inputs=fingerprint)
         sha = settings_hash(anim)
         vdir = out / "300w_anim"
@@ -417,6 +429,7 @@ def _prepare_300w(cfg: dict[str, Any], out: Path, base: Path, progress: bool) ->
             size=(int(w3["frame_size"][0]), int(w3["frame_size"][1])),
             fps=float(w3["fps"]),
             seed=int(cfg["seed"]),
+            params=dict(w3.get("anim") or {}),
             id_prefix="anim",
             skip_existing=True,
         )

@@ -60,6 +60,10 @@ def test_settings_validation(tmp_path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="mapping"):
         load_params(tmp_path / "list.yaml")
+    with pytest.raises(ValueError, match=r"data\.w300\.anim: unknown key\(s\) \['box_jiter'\]"):
+        data_settings({"data": {"w300": {"anim": {"box_jiter": 0.02}}}})
+    with pytest.raises(ValueError, match="box_jitter"):
+        data_settings({"data": {"w300": {"anim": {"box_jitter": -1.0}}}})
     with pytest.raises(ValueError, match=r"data\.wflw\.root must be set"):
         prepare({"data": {"source": "wflw", "out": str(tmp_path / "raw")}}, base_dir=tmp_path, progress=False)
 
@@ -176,6 +180,13 @@ def test_prepare_300w_split_and_animated_val_videos(tmp_path, shared_data) -> No
     assert prepare(params, base_dir=tmp_path, progress=False).counts == prep.counts
     assert video.stat().st_mtime_ns == stamp  # same settings: reused
     assert Path(prep.resolve(prep.stills[0].root)) == root.resolve()
+    # animation overrides (data.w300.anim) regenerate the videos: box jitter moves the boxes off the clean ones
+    boxes = np.load(tmp_path / "raw" / "300w_anim" / "bboxes" / "anim_00000.npy")
+    params["data"]["w300"]["anim"] = {"box_jitter": 0.05}
+    prepare(params, base_dir=tmp_path, progress=False)
+    jittered = np.load(tmp_path / "raw" / "300w_anim" / "bboxes" / "anim_00000.npy")
+    side = (boxes[:, 2] - boxes[:, 0]).mean()
+    assert 0.01 * side < np.abs(jittered - boxes).mean() < 0.2 * side
 
 
 def test_cli_data_commands(tmp_path) -> None:
