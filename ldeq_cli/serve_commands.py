@@ -48,11 +48,18 @@ def resolve_service(config: Path, checkpoint: Path | None) -> tuple[Any, dict[st
     settings = load_settings(params_path, overrides, args.get("base_dir"))
     warnings: list[str] = []
     src = settings.model
-    if not src.mlflow_name and not (src.checkpoint and Path(src.checkpoint).is_file()):
+    if not src.mlflow_name and not src.zoo and not (src.checkpoint and Path(src.checkpoint).is_file()):
+        from ldeq_core.pretrained import default_pretrained
+
         where = src.checkpoint or "(none configured)"
-        warnings.append(f"WARNING: checkpoint {where} not found.")
-        warnings.append(UNTRAINED_WARNING)
-        model = src.model_copy(update={"checkpoint": None, "untrained_fallback": True})
+        entry = default_pretrained(68)
+        if entry is not None:  # the best real-face zoo model, said out loud
+            warnings.append(f"checkpoint {where} not found: serving the zoo model {entry.name} ({entry.card.scheme})")
+            model = src.model_copy(update={"checkpoint": None, "zoo": entry.name})
+        else:
+            warnings.append(f"WARNING: checkpoint {where} not found.")
+            warnings.append(UNTRAINED_WARNING)
+            model = src.model_copy(update={"checkpoint": None, "untrained_fallback": True})
         settings = settings.model_copy(update={"model": model})
     return settings, doc, warnings
 

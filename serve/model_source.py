@@ -1,5 +1,5 @@
-"""Load the replica's model: an ldeq checkpoint file, an MLflow registered model version, or (only when asked) an
-untrained model with a loud warning.
+"""Load the replica's model: an ldeq checkpoint file, a model-zoo entry, an MLflow registered model version, or
+(only when asked) an untrained model with a loud warning.
 
 MLflow models are resolved with ``models:/<name>@<alias>`` or ``models:/<name>/<version>``; the version's
 artifacts must contain a checkpoint in our weights-only format (``model.pt`` preferred, else the first ``*.pt`` /
@@ -116,6 +116,19 @@ def load_from_mlflow(src: ModelSource, device: torch.device) -> LoadedModel:
     return LoadedModel(loaded.model, source, loaded.sha256, dict(loaded.metadata))
 
 
+def load_from_zoo(name: str, device: torch.device) -> LoadedModel:
+    """A model-zoo entry (sha256-verified); ``default`` is the best 68-point entry."""
+    from ldeq_core.pretrained import default_pretrained, get_pretrained, load_pretrained
+
+    entry = default_pretrained(68) if name == "default" else get_pretrained(name)
+    if entry is None:
+        raise ValueError("model: zoo 'default' requested but the model zoo is empty")
+    loaded = load_pretrained(entry.name, map_location=device)
+    source = {"kind": "zoo", "name": entry.name, "scheme": entry.card.scheme, "licence": entry.card.licence}
+    metadata = {**loaded.metadata, "metrics": dict(entry.card.metrics)}
+    return LoadedModel(loaded.model, source, loaded.sha256, metadata)
+
+
 def load_model(src: ModelSource) -> LoadedModel:
     """Load the model described by ``src``; ``ValueError``/``FileNotFoundError`` name the missing source."""
     device = pick_device(src.device)
@@ -123,6 +136,8 @@ def load_model(src: ModelSource) -> LoadedModel:
         loaded = load_checkpoint(src.checkpoint, map_location=device)
         source = {"kind": "checkpoint", "path": str(src.checkpoint)}
         out = LoadedModel(loaded.model, source, loaded.sha256, dict(loaded.metadata))
+    elif src.zoo:
+        out = load_from_zoo(src.zoo, device)
     elif src.mlflow_name:
         out = load_from_mlflow(src, device)
     elif src.untrained_fallback:

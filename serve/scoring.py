@@ -20,6 +20,7 @@ from pipelines.formats.video_io import iter_frames
 from serve.batching import FrameBatcher, StreamRequest
 from serve.detector import FaceTrack, GivenBoxes, HaarFaceDetector, find_first_face
 from serve.errors import ServiceError, bad_request, unprocessable
+from serve.faces import track_faces
 from serve.inputs import VideoFacts, check_boxes, check_landmarks, probe_and_verify
 from serve.settings import ServeSettings
 
@@ -122,6 +123,7 @@ class VideoScore:
     batch_sizes: np.ndarray
     metrics: dict[str, Any] | None
     timing: dict[str, float] = field(default_factory=dict)
+    faces: list[dict[str, Any]] | None = None  # every face track (videos sent without boxes; serve/faces.py)
 
     def summary(self) -> dict[str, Any]:
         """Everything but the per-frame arrays."""
@@ -139,6 +141,7 @@ class VideoScore:
             "full_solves": int(self.full_solve.sum()),
             "metrics": self.metrics,
             "timing": self.timing,
+            "n_faces": None if self.faces is None else len(self.faces),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -150,6 +153,8 @@ class VideoScore:
             boxes=self.boxes.tolist(),
             box_source=self.box_source,
         )
+        if self.faces is not None:
+            out["faces"] = self.faces
         return out
 
 
@@ -198,15 +203,21 @@ async def score_video(
     provider = await asyncio.to_thread(make_box_provider, job, settings)
     detect_s = time.perf_counter() - t0
     cfg = rwr_config(settings, opts, crop_size)
+    every_face = None
+    if job.boxes is None and settings.detector.faces == "all":
+        fparams = _filter_params(opts, facts.fps)
+        every_face = asyncio.create_task(
+            asyncio.to_thread(
+                track_faces, job.path, batcher.tracker.model, cfg, settings.detector, opts.filter, fparams
+            )
+        )
     res = await batcher.run(
         StreamRequest(iter_frames(job.path, strict=False), facts.n_frames, provider, cfg, name=job.name)
     )
+    faces = await every_face if every_face is not None else None
     landmarks = res.landmarks
     if opts.filter != "none":
-        params = dict(opts.filter_params)
-        if opts.filter == "one_euro" and "freq" not in params:
-            params["freq"] = facts.fps if math.isfinite(facts.fps) and facts.fps > 0 else 30.0
-        landmarks = run_filter(make_filter(opts.filter, **params), landmarks)
+        landmarks = run_filter(make_filter(opts.filter, **_filter_params(opts, facts.fps)), landmarks)
     metrics = video_metrics(landmarks, job.gt) if job.gt is not None else None
     timing = {
         "validate_s": round(job.validate_s, 4),
@@ -225,7 +236,16 @@ async def score_video(
         res.batch_sizes,
         metrics,
         timing,
+        faces,
     )
+
+
+def _filter_params(opts: ScoreOptions, fps: float) -> dict[str, float]:
+    """The request's filter parameters; One Euro gets the video's frame rate unless given."""
+    params = dict(opts.filter_params)
+    if opts.filter == "one_euro" and "freq" not in params:
+        params["freq"] = fps if math.isfinite(fps) and fps > 0 else 30.0
+    return params
 
 
 def service_error_from(exc: BaseException, name: str) -> ServiceError:

@@ -25,9 +25,10 @@ class _Section(BaseModel):
 
 
 class ModelSource(_Section):
-    """Where the replica loads its model from: a checkpoint file, or an MLflow registered model version."""
+    """Where the replica loads its model from: a checkpoint file, a model-zoo name, or an MLflow model version."""
 
     checkpoint: str | None = None
+    zoo: str | None = None  # a model-zoo name (ldeq models list); "default": the best 68-point zoo model
     mlflow_tracking_uri: str | None = None  # default with mlflow_name: the project's sqlite:///mlflow.db
     mlflow_name: str | None = None
     mlflow_alias: str | None = None
@@ -40,8 +41,8 @@ class ModelSource(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
-        if self.checkpoint and self.mlflow_name:
-            raise ValueError("model: set either checkpoint or mlflow_name, not both")
+        if sum(bool(v) for v in (self.checkpoint, self.mlflow_name, self.zoo)) > 1:
+            raise ValueError("model: set only one of checkpoint, mlflow_name or zoo")
         if self.mlflow_name and (self.mlflow_alias is None) == (self.mlflow_version is None):
             raise ValueError("model: an MLflow model needs exactly one of mlflow_alias or mlflow_version")
         return self
@@ -119,6 +120,11 @@ class DetectorSettings(_Section):
     # Landmark box relative to a Haar box (x1, y1, x2, y2 in units of the Haar box side), measured on 258 faces
     # of the 300-W HELEN training set.
     haar_to_landmark_box: tuple[float, float, float, float] = (0.09, 0.23, 0.925, 1.06)
+    # Every face (serve/faces.py): "all" adds a `faces` list (one RwR track per face) to videos sent without boxes
+    faces: Literal["all", "primary"] = "all"
+    backend: str = "auto"  # ldeq_core.face_detect.make_detector name for the every-face tracker
+    detect_every: int = Field(10, ge=1)  # frames between detector runs of the every-face tracker
+    max_faces: int | None = Field(None, ge=1)
 
 
 class InferenceSettings(_Section):

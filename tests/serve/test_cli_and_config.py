@@ -50,8 +50,51 @@ def _cli() -> typer.Typer:
     return app
 
 
+def _zoo_with_one_model(folder: Path) -> str:
+    """A model zoo folder holding one registered tiny 68-point model; returns its name."""
+    from ldeq_core.checkpoints import save_checkpoint
+    from ldeq_core.config import get_preset
+    from ldeq_core.model import LandmarkDEQ
+    from ldeq_core.pretrained import make_card, register_pretrained
+
+    model = LandmarkDEQ(get_preset("tiny", n_landmarks=68, image_size=64, heatmap_size=16))
+    ckpt = folder / "src.pt"
+    save_checkpoint(ckpt, model)
+    card = make_card(
+        model.cfg,
+        training_data="none (test)",
+        recipe="-",
+        command="-",
+        git_commit="-",
+        metrics={"val_nme_pct": 9.0},
+        cpu_frames_per_s=1.0,
+        cpu_benchmark="-",
+    )
+    register_pretrained(ckpt, "test-zoo-68", card, zoo_dir=folder / "zoo")
+    return "test-zoo-68"
+
+
+def test_ldeq_serve_check_serves_the_best_zoo_model_when_no_checkpoint_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    name = _zoo_with_one_model(tmp_path)
+    monkeypatch.setenv("LDEQ_ZOO_DIR", str(tmp_path / "zoo"))
+    (tmp_path / "serve").mkdir()
+    config = tmp_path / "serve" / "config.yaml"
+    config.write_text(
+        yaml.safe_dump({"applications": [{"name": "ldeq", "import_path": "serve.app:build_app", "args": {}}]})
+    )
+    res = CliRunner().invoke(_cli(), ["serve", "--config", str(config), "--check"])
+    assert res.exit_code == 0, res.output
+    assert f"serving the zoo model {name}" in res.output and "UNTRAINED" not in res.output
+
+
 def test_ldeq_serve_check_warns_about_an_untrained_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # params_file is resolved against the cwd, like `serve run` does
+    (tmp_path / "empty_zoo").mkdir()
+    (tmp_path / "empty_zoo" / "zoo.json").write_text('{"format": "ldeq-zoo/1", "models": []}')
+    monkeypatch.setenv("LDEQ_ZOO_DIR", str(tmp_path / "empty_zoo"))  # no zoo model to fall back on
     (tmp_path / "serve").mkdir()
     config = tmp_path / "serve" / "config.yaml"
     config.write_text(

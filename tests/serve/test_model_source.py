@@ -66,3 +66,21 @@ def test_mlflow_registry_source(tmp_path: Path) -> None:
     assert by_version.sha256 == loaded.sha256
     with pytest.raises(ValueError, match="not found"):
         load_model(ModelSource(mlflow_tracking_uri=uri, mlflow_name="ldeq-landmarks", mlflow_alias="nope"))
+
+
+def test_zoo_source_loads_a_verified_zoo_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.serve.test_cli_and_config import _zoo_with_one_model
+
+    name = _zoo_with_one_model(tmp_path)
+    monkeypatch.setenv("LDEQ_ZOO_DIR", str(tmp_path / "zoo"))
+    from ldeq_core.pretrained import get_pretrained
+
+    entry = get_pretrained(name)
+    for zoo in (name, "default"):  # "default" = the best 68-point entry, the only one here
+        loaded = load_model(ModelSource(zoo=zoo, device="cpu"))
+        assert loaded.source["kind"] == "zoo" and loaded.source["name"] == name
+        assert loaded.sha256 == entry.sha256 and loaded.metrics == {"val_nme_pct": 9.0}
+    with pytest.raises(ValueError, match="only one of checkpoint, mlflow_name or zoo"):
+        ModelSource(zoo=name, checkpoint="x.pt")
+    with pytest.raises(ValueError, match="unknown"):
+        load_model(ModelSource(zoo="no-such-model", device="cpu"))
