@@ -40,6 +40,7 @@ from ldeq_core.inference import InferenceEngine, InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.npyio import load_npy, load_npz
 from ldeq_core.rwr import RwRTracker
+from pipelines.evaluate.boxes import select_boxes
 from pipelines.evaluate.methods import Method
 from pipelines.formats.errors import DataError
 from pipelines.formats.wflw_v import clip_paths, load_wflw_v_clip
@@ -107,19 +108,22 @@ class DecodedVideo:
     fps: float
 
 
-def decode_video(ref: VideoRef, crop_size: int, extra_scale: float = 1.2) -> DecodedVideo:
-    """Load a clip, decode every frame and crop it around its box (spec §5.4); ``DataError`` on any mismatch."""
+def decode_video(ref: VideoRef, crop_size: int, extra_scale: float = 1.2, box_source: str = "given") -> DecodedVideo:
+    """Load a clip, decode every frame and crop it around its box (spec §5.4); ``DataError`` on any mismatch.
+
+    ``box_source`` picks the box track (:mod:`pipelines.evaluate.boxes`): the given boxes, smoothed, or a detector's.
+    """
     clip = load_wflw_v_clip(ref.root, ref.video_id, n_points=None, decode=False)
-    crops, affines = [], []
-    for t, frame in enumerate(clip.frames()):
-        if t >= len(clip.boxes):
-            raise DataError(clip.path, f"video has more frames than its {len(clip.boxes)} annotations")
-        crop, m = crop_face(frame, clip.boxes[t], crop_size, extra_scale)
-        crops.append(crop)
-        affines.append(m)
-    if len(crops) != len(clip.landmarks):
-        raise DataError(clip.path, f"decoded {len(crops)} frames but the annotations have {len(clip.landmarks)}")
-    return DecodedVideo(ref, np.stack(crops), np.stack(affines), clip.boxes, clip.landmarks, float(clip.fps))
+    frames = list(clip.frames())
+    if len(frames) > len(clip.boxes):
+        raise DataError(clip.path, f"video has more frames than its {len(clip.boxes)} annotations")
+    if len(frames) != len(clip.landmarks):
+        raise DataError(clip.path, f"decoded {len(frames)} frames but the annotations have {len(clip.landmarks)}")
+    boxes = select_boxes(box_source, frames, clip.boxes[: len(frames)], float(clip.fps))
+    crops, affines = zip(
+        *(crop_face(f, b, crop_size, extra_scale) for f, b in zip(frames, boxes, strict=True)), strict=True
+    )
+    return DecodedVideo(ref, np.stack(crops), np.stack(affines), boxes, clip.landmarks, float(clip.fps))
 
 
 # --------------------------------------------------------------------------------------------- running
@@ -247,6 +251,7 @@ def evaluate_sequential(
     threads: int | None = None,
     extra_scale: float = 1.2,
     inference: InferencePolicy | None = None,
+    box_source: str = "given",
 ) -> RunResult:
     """The reference loop: decode each group, run it, in :func:`make_groups` order, in this process."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -257,7 +262,7 @@ def evaluate_sequential(
     seconds = {m.name: 0.0 for m in trackers}
     with torch_threads(threads):
         for g, group in enumerate(make_groups(refs, group_size)):
-            decoded = [decode_video(r, model.cfg.image_size, extra_scale) for r in group]
+            decoded = [decode_video(r, model.cfg.image_size, extra_scale, box_source) for r in group]
             tracks, secs = run_group(model, decoded, trackers, dev, engine)
             for name, s in secs.items():
                 seconds[name] += s
@@ -324,7 +329,7 @@ def _ref_of(row: Mapping[str, Any]) -> VideoRef:
     return VideoRef(**{f: row[f] for f in _REF_FIELDS})
 
 
-def decode_block(batch: Any, crop_size: int, extra_scale: float) -> Any:
+def decode_block(batch: Any, crop_size: int, extra_scale: float, box_source: str = "given") -> Any:
     """Ray Data task: decode and crop every video of a block (pyarrow table) into packed array columns."""
     import pyarrow as pa
 
@@ -332,7 +337,7 @@ def decode_block(batch: Any, crop_size: int, extra_scale: float) -> Any:
     keys = (*rows[0].keys(), "crops", "affines", "boxes", "gt", "fps", "decode_pid") if rows else ()
     out: dict[str, list[Any]] = {k: [] for k in keys}
     for row in rows:
-        d = decode_video(_ref_of(row), crop_size, extra_scale)
+        d = decode_video(_ref_of(row), crop_size, extra_scale, box_source)
         for k, v in row.items():
             out[k].append(v)
         out["decode_pid"].append(os.getpid())
@@ -438,6 +443,7 @@ def evaluate_parallel(
     threads: int | None = None,
     extra_scale: float = 1.2,
     inference: InferencePolicy | None = None,
+    box_source: str = "given",
 ) -> RunResult:
     """The Ray Data path (see the module docstring); needs a running Ray (``ray.init`` or ``RAY_ADDRESS``)."""
     import ray
@@ -470,7 +476,7 @@ def evaluate_parallel(
             batch_format="pyarrow",
             num_cpus=decode_cpus,
             memory=memory,
-            fn_kwargs={"crop_size": size, "extra_scale": extra_scale},
+            fn_kwargs={"crop_size": size, "extra_scale": extra_scale, "box_source": box_source},
         )
         ds = ds.map_batches(
             GroupRunner,

@@ -50,6 +50,7 @@ import pandas as pd
 
 from ldeq_core.inference import InferencePolicy
 from ldeq_core.metrics import ced_curve
+from pipelines.evaluate.boxes import BOX_SOURCES
 from pipelines.evaluate.methods import (
     PER_FRAME,
     Method,
@@ -132,8 +133,11 @@ class EvalSettings:
     mlflow_uri: str | None = None
     mlflow_experiment: str | None = None
     inference: InferencePolicy = field(default_factory=InferencePolicy)
+    box_source: str = "given"  # given | smoothed | detector (pipelines/evaluate/boxes.py)
 
     def __post_init__(self) -> None:
+        if self.box_source not in BOX_SOURCES:
+            raise ValueError(f"evaluate.box_source must be one of {BOX_SOURCES}, got {self.box_source!r}")
         if self.model_source not in ("checkpoint", "registry"):
             raise ValueError(f"evaluate.model_source must be checkpoint or registry, got {self.model_source!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
@@ -481,6 +485,7 @@ def run_evaluate(
                     threads=s.torch_threads,
                     extra_scale=s.methods.extra_scale,
                     inference=s.inference,
+                    box_source=s.box_source,
                 )
             finally:
                 if started:
@@ -495,6 +500,7 @@ def run_evaluate(
                 threads=s.torch_threads,
                 extra_scale=s.methods.extra_scale,
                 inference=s.inference,
+                box_source=s.box_source,
             )
 
     # filter tuning on the tuning videos only
