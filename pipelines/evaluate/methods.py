@@ -10,7 +10,8 @@ Two kinds of method:
   proximal map ``z <- (f(z) + g z_prev) / (1 + g)``) and, with ``warp``, each RwR method again with the previous
   equilibrium resampled into the current crop (``..._warp``, crop-invariant recurrence);
 - **filter** methods smooth the landmark track of a tracker method offline (``per_frame+ema``,
-  ``per_frame+one_euro``, ``per_frame+kalman``); their parameters are tuned on the tuning videos
+  ``per_frame+one_euro``, ``per_frame+kalman``, and ``<base>+<filter>`` for every base in ``filter_bases``, e.g.
+  ``rwr_nfe2+one_euro``); their parameters are tuned per base on the tuning videos
   (:mod:`pipelines.evaluate.tune_filters`).
 """
 
@@ -56,6 +57,7 @@ class MethodSettings:
     filters: tuple[str, ...] = FILTER_NAMES
     extra_scale: float = 1.2
     warp: bool = False  # also run every RwR budget / gamma with the crop-invariant state warp (``..._warp``)
+    filter_bases: tuple[str, ...] = (PER_FRAME,)  # tracker methods whose output each filter smooths (``<base>+<f>``)
 
     def __post_init__(self) -> None:
         if not self.budgets or any(not isinstance(b, int) or b < 1 for b in self.budgets):
@@ -84,7 +86,7 @@ def method_settings(section: Mapping[str, Any] | None, where: str = "evaluate.me
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} (known: {sorted(known)})")
-    for key in ("budgets", "gammas", "filters"):
+    for key in ("budgets", "gammas", "filters", "filter_bases"):
         if key in data:
             value = data[key] or []
             if not isinstance(value, list | tuple):
@@ -157,10 +159,21 @@ def build_methods(settings: MethodSettings, crop_size: int) -> list[Method]:
                     ),
                 )
             )
-    for f in settings.filters:
-        out.append(
-            Method(filter_method_name(f), "filter", f"per-frame + offline {f} filter (tuned)", base=PER_FRAME, filter=f)
-        )
+    names = {m.name for m in out}
+    unknown = [b for b in settings.filter_bases if b not in names]
+    if unknown:
+        raise ValueError(f"evaluate.methods.filter_bases: {unknown} are not tracker methods ({sorted(names)})")
+    for base in settings.filter_bases:
+        for f in settings.filters:
+            out.append(
+                Method(
+                    filter_method_name(f, base),
+                    "filter",
+                    f"{base} + offline {f} filter (tuned on {base})",
+                    base=base,
+                    filter=f,
+                )
+            )
     return out
 
 

@@ -293,7 +293,10 @@ def still_splits(shards_dir: Path, wanted: list[str] | None) -> list[str]:
 
 
 def _video_rows(
-    run: RunResult, methods: list[Method], chosen: Mapping[str, Mapping[str, float]], roles: Mapping[str, str]
+    run: RunResult,
+    methods: list[Method],
+    chosen: Mapping[str, Mapping[str, Mapping[str, float]]],
+    roles: Mapping[str, str],
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Per-(video, method) scores and the landmark tracks of every method (filters applied here)."""
     rows = []
@@ -306,7 +309,7 @@ def _video_rows(
             else:
                 assert m.base is not None and m.filter is not None
                 base = v.tracks[m.base]
-                lm, nfe = apply_filter(m.filter, chosen[m.filter], base.landmarks, v.fps), base.nfe
+                lm, nfe = apply_filter(m.filter, chosen[m.base][m.filter], base.landmarks, v.fps), base.nfe
             tracks[v.ref.key][m.name] = lm
             rows.append(
                 {
@@ -504,17 +507,22 @@ def run_evaluate(
             )
 
     # filter tuning on the tuning videos only
-    filters = [m.filter for m in methods if m.kind == "filter" and m.filter]
+    filters = [m.filter for m in methods if m.kind == "filter" and m.filter and m.base == PER_FRAME]
+    bases = list(dict.fromkeys(m.base for m in methods if m.kind == "filter" and m.base))
     tune_result: TuneResult
+    tuned_by_base: dict[str, TuneResult] = {}
     per_video = pd.DataFrame()
     tracks: dict[str, dict[str, np.ndarray]] = {}
     if run is not None:
         by_key = {v.ref.key: v for v in run.videos}
-        tune_tracks = {
-            k: TuneTrack(by_key[k].tracks[PER_FRAME].landmarks, by_key[k].gt, by_key[k].fps) for k in tune_keys
-        }
-        tune_result = tune_filters(tune_tracks, tune_keys, filters, s.tuning)
-        per_video, tracks = _video_rows(run, methods, tune_result.chosen, roles)
+        for base in bases:  # each base's filters are tuned on that base's tracks of the tuning videos
+            base_filters = [m.filter for m in methods if m.kind == "filter" and m.base == base and m.filter]
+            tune_tracks = {
+                k: TuneTrack(by_key[k].tracks[base].landmarks, by_key[k].gt, by_key[k].fps) for k in tune_keys
+            }
+            tuned_by_base[base] = tune_filters(tune_tracks, tune_keys, base_filters, s.tuning)
+        tune_result = tuned_by_base.get(PER_FRAME) or tune_filters({}, [], filters, s.tuning)
+        per_video, tracks = _video_rows(run, methods, {b: r.chosen for b, r in tuned_by_base.items()}, roles)
     else:
         tune_result = tune_filters({}, [], filters, s.tuning)
     best_filter = f"{PER_FRAME}+{tune_result.best_filter}" if tune_result.best_filter else None
@@ -555,6 +563,10 @@ def run_evaluate(
     extra: dict[str, Any] = {f"throughput.{k}": v for k, v in throughput.items()}
     for f, p in tune_result.chosen.items():
         extra.update({f"filters.{f}.{k}": v for k, v in p.items()})
+    for base, res in tuned_by_base.items():
+        if base != PER_FRAME:
+            for f, p in res.chosen.items():
+                extra.update({f"filters.{base}+{f}.{k}": v for k, v in p.items()})
     extra.update(
         {
             "tuning.videos": len(tune_keys),
@@ -602,6 +614,7 @@ def run_evaluate(
             "pareto": pareto,
             "filters": {
                 "chosen": tune_result.chosen,
+                "chosen_by_base": {b: r.chosen for b, r in tuned_by_base.items()},
                 "tuned": tune_result.tuned,
                 "objective": s.tuning.objective,
                 "tuning_unfiltered": tune_result.base,

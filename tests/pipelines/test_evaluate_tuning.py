@@ -35,6 +35,17 @@ def test_build_methods_names_and_configs() -> None:
     assert by["per_frame+kalman"].base == "per_frame" and by["per_frame+kalman"].rwr is None
 
 
+def test_filters_on_rwr_bases_are_named_after_their_base() -> None:
+    settings = method_settings(
+        {"budgets": [2], "gammas": [], "filters": ["ema"], "filter_bases": ["per_frame", "rwr_nfe2"]}
+    )
+    methods = build_methods(settings, crop_size=64)
+    filtered = [(m.name, m.base, m.filter) for m in methods if m.kind == "filter"]
+    assert filtered == [("per_frame+ema", "per_frame", "ema"), ("rwr_nfe2+ema", "rwr_nfe2", "ema")]
+    with pytest.raises(ValueError, match="filter_bases"):
+        build_methods(MethodSettings(budgets=(2,), filter_bases=("rwr_nfe3",)), crop_size=64)
+
+
 def test_method_settings_reject_bad_input() -> None:
     with pytest.raises(ValueError, match="unknown key"):
         method_settings({"budget": [1]})
