@@ -1,0 +1,71 @@
+"""One table and one NME-NMF front over every (box track, method) of the RwR study on real faces.
+
+Reads ``<box source>/outputs/eval/per_video.parquet`` of the three runs (test videos only: the filters were tuned on
+the tuning videos) and writes ``results.md``, ``results.csv`` and ``front.png`` next to this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+SOURCES = ("given", "smoothed", "detector")
+
+
+def load() -> pd.DataFrame:
+    frames = []
+    for src in SOURCES:
+        path = HERE / src / "outputs" / "eval" / "per_video.parquet"
+        if path.is_file():
+            df = pd.read_parquet(path)
+            frames.append(df[df.role == "test"].assign(boxes=src))
+    if not frames:
+        raise SystemExit(f"no study results under {HERE}: run studies/rwr_real_faces/run.sh first")
+    return pd.concat(frames, ignore_index=True)
+
+
+def table(df: pd.DataFrame) -> pd.DataFrame:
+    agg = df.groupby(["boxes", "method"], sort=False)[["nme_io", "nmf", "nfe"]].mean().reset_index()
+    base = agg[agg.method == "per_frame"].set_index("boxes")
+    agg["nmf_vs_per_frame_pct"] = 100 * (agg.nmf / agg.boxes.map(base.nmf) - 1)
+    agg["nme_vs_per_frame_pct"] = 100 * (agg.nme_io / agg.boxes.map(base.nme_io) - 1)
+    return agg
+
+
+def main() -> None:
+    agg = table(load())
+    agg.to_csv(HERE / "results.csv", index=False, float_format="%.4f")
+    lines = [
+        "| boxes | method | NME io % | NMF | NFE/frame | NMF vs per-frame | NME vs per-frame |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in agg.itertuples():
+        lines.append(
+            f"| {r.boxes} | {r.method} | {r.nme_io:.3f} | {r.nmf:.1f} | {r.nfe:.2f} | "
+            f"{r.nmf_vs_per_frame_pct:+.1f} % | {r.nme_vs_per_frame_pct:+.1f} % |"
+        )
+    (HERE / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for src, marker in zip(SOURCES, ("o", "s", "^"), strict=True):
+        sub = agg[agg.boxes == src]
+        ax.scatter(sub.nmf, sub.nme_io, marker=marker, label=f"boxes: {src}", alpha=0.8)
+        for r in sub.itertuples():
+            if r.method in ("per_frame", "rwr_nfe2", "rwr_nfe2_warp", "rwr_nfe2_gamma1_warp", "per_frame+one_euro"):
+                ax.annotate(r.method, (r.nmf, r.nme_io), fontsize=7, alpha=0.8)
+    ax.set_xlabel("NMF (flicker, lower is better)")
+    ax.set_ylabel("NME inter-ocular % (lower is better)")
+    ax.set_title("RwR study on real faces: every box track x method (test videos)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(HERE / "front.png", dpi=110)
+    print((HERE / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
