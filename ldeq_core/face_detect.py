@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
+import cv2.data
 import numpy as np
 
 from ldeq_core.geometry import landmarks_to_box

@@ -203,7 +203,8 @@ class InferenceEngine:
         self.device = next(model.parameters()).device
         self.policy = (policy or InferencePolicy()).resolve(self.device)
         self._fmt = torch.channels_last if self.policy.channels_last else torch.contiguous_format
-        self.model.to(memory_format=self._fmt)
+        # Module.to accepts memory_format at runtime (Tensor.to's keyword); torch's overloads for Module omit it
+        self.model.to(memory_format=self._fmt)  # type: ignore[call-overload]
         self._step: StepFn = model.forward_fixed
         if self.policy.compile:
             self._compiled = torch.compile(

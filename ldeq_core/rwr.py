@@ -220,9 +220,9 @@ class RwRTracker:
                 out = self.engine.full_solve(images[torch.as_tensor(fresh_idx, device=dev)])
                 outs.append((fresh_idx, (out.coords, out.z_star, out.stats.nfe, out.stats.rel_residual)))
             if warm_idx.size:
-                z0 = torch.stack([self.streams[stream_ids[i]].z for i in warm_idx]).to(dev)
+                z0 = torch.stack([self.streams[stream_ids[i]].z for i in warm_idx.tolist()]).to(dev)
                 if cfg.warp_state and affines is not None:
-                    z0 = self._warp(z0, [stream_ids[i] for i in warm_idx], affines[warm_idx])
+                    z0 = self._warp(z0, [stream_ids[i] for i in warm_idx.tolist()], affines[warm_idx])
                 warm_images = images[torch.as_tensor(warm_idx, device=dev)]
                 if cfg.tol == 0 and cfg.gamma == 0:
                     # The hot path: exactly budget_nfe steps, no stopping test (CUDA-graph captured on a GPU).
@@ -244,7 +244,7 @@ class RwRTracker:
             coords[idx] = c.float().cpu().numpy() * cfg.crop_size
             nfe[idx] = nfe_g.cpu().numpy()
             rel[idx] = rel_g.float().cpu().numpy()
-            for j, i in enumerate(idx):
+            for j, i in enumerate(idx.tolist()):
                 sid = stream_ids[i]
                 prev = None if fresh[i] else self.streams.get(sid)
                 self.streams[sid] = _Stream(
@@ -308,6 +308,8 @@ def track_videos(
             if not live:
                 break
             res = tracker.step([videos[v][0][t] for v in live], np.stack([videos[v][1][t] for v in live]), live)
+            landmarks = res.landmarks
+            assert landmarks is not None  # step() maps the landmarks back to frame pixels
             for j, v in enumerate(live):
                 outs[v].append(
                     StepResult(
@@ -315,7 +317,7 @@ def track_videos(
                         res.nfe[j : j + 1],
                         res.full_solve[j : j + 1],
                         res.rel_residual[j : j + 1],
-                        res.landmarks[j : j + 1],
+                        landmarks[j : j + 1],
                     )
                 )
             t += 1

@@ -98,14 +98,14 @@ def solve(
             trace=trace,
         )
     budget = cfg.max_nfe if max_nfe is None else max_nfe
-    eps = cfg.tol if tol is None else tol
+    stop_tol = cfg.tol if tol is None else tol  # float or per-sample tensor (the upstream branch's eps is a float)
     if cfg.method == "fpi":
-        return fixed_point(f, z0, budget, eps, cfg.stop_mode, trace=trace)
+        return fixed_point(f, z0, budget, stop_tol, cfg.stop_mode, trace=trace)
     return anderson(
         f,
         z0,
         budget,
-        eps,
+        stop_tol,
         cfg.stop_mode,
         m=cfg.anderson_m,
         lam=cfg.anderson_lam,

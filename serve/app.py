@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -461,28 +461,30 @@ class LandmarkService:
                 raise ServiceError(
                     413, "too_many_videos", f"videos: {len(videos)} files exceed {lim.max_videos_per_request}"
                 )
-            if not all(isinstance(v, UploadFile) for v in videos):
+            uploads = [v for v in videos if isinstance(v, UploadFile)]
+            if len(uploads) != len(videos):
                 raise bad_request("invalid_field", "videos: every part must be a file upload")
-            names = [v.filename or f"video{i}" for i, v in enumerate(videos)]
+            names = [v.filename or f"video{i}" for i, v in enumerate(uploads)]
             labels = [f"videos[{i}] {n!r}" for i, n in enumerate(names)]
             boxes = match_parts(form.getlist("boxes"), names, "boxes")
             gts = match_parts(form.getlist("landmarks"), names, "landmarks")
             with tempfile.TemporaryDirectory(prefix="ldeq-req-") as tmp:
                 jobs = []
-                for i, up in enumerate(videos):
+                for i, up in enumerate(uploads):
                     path = Path(tmp) / f"video{i}"
                     with open(path, "wb") as fh:
                         await asyncio.to_thread(shutil.copyfileobj, up.file, fh)
-                    b = parse_array(boxes[i][1], boxes[i][0], "boxes") if boxes[i] else None
-                    g = parse_array(gts[i][1], gts[i][0], "landmarks") if gts[i] else None
+                    box_part, gt_part = boxes[i], gts[i]
+                    b = parse_array(box_part[1], box_part[0], "boxes") if box_part else None
+                    g = parse_array(gt_part[1], gt_part[0], "landmarks") if gt_part else None
                     jobs.append(
                         VideoJob(
                             labels[i],
                             path,
                             b,
                             g,
-                            boxes_name=boxes[i][0] if boxes[i] else None,
-                            gt_name=gts[i][0] if gts[i] else None,
+                            boxes_name=box_part[0] if box_part else None,
+                            gt_name=gt_part[0] if gt_part else None,
                         )
                     )
                 checked = await _first_error(
@@ -499,7 +501,7 @@ class LandmarkService:
                 )
         finally:
             await form.close()
-        meta = {
+        meta: dict[str, Any] = {
             "model": self._model_brief(),
             "replica": self.replica,
             "options": {**opts.model_dump(), "output": output},
@@ -512,7 +514,7 @@ class LandmarkService:
             "warnings": self.warnings,
         }
         if output == "npz":
-            arrays: dict[str, np.ndarray] = {}
+            arrays: dict[str, Any] = {}  # arrays by name (Any: numpy's stub types **kwds against allow_pickle)
             for i, s in enumerate(scores):
                 arrays[f"video{i}_landmarks"] = s.landmarks
                 arrays[f"video{i}_nfe"] = s.nfe
@@ -569,7 +571,8 @@ def settings_payload(settings: ServeSettings) -> dict[str, Any]:
 
 def make_app(settings: ServeSettings, **deployment_options: Any) -> Application:
     """Bind the deployment with ``settings`` (and optional ``.options(...)`` such as num_replicas)."""
-    dep = LandmarkService.options(**deployment_options) if deployment_options else LandmarkService
+    service = cast(Deployment, LandmarkService)  # @serve.deployment made it one; mypy ignores class decorators
+    dep = service.options(**deployment_options) if deployment_options else service
     return dep.bind(settings_payload(settings))
 
 

@@ -113,9 +113,10 @@ class ReadAhead:
 
 
 class _Prepared(NamedTuple):
-    """One stream's frame of a tick, ready for the model: its index in the tick, crop, affine, box, reset flag."""
+    """One stream's frame of a tick, ready for the model: its slot (index) in the tick, crop, affine, box, reset
+    flag. (Not ``index``: that would shadow ``tuple.index``.)"""
 
-    index: int
+    slot: int
     crop: np.ndarray
     affine: np.ndarray
     box: np.ndarray
@@ -189,7 +190,7 @@ class FrameBatcher:
         self._ticks = 0
         self._frames = 0
         # seconds spent on the worker thread, by phase (see stats())
-        self._time: Counter[str] = Counter()
+        self._time: dict[str, float] = dict.fromkeys(TIME_PHASES, 0)
 
     # ------------------------------------------------------------------------------------------------ public
     @property
@@ -377,13 +378,13 @@ class FrameBatcher:
                         np.stack([p.crop for p in group]),
                         np.stack([p.affine for p in group]),
                         np.stack([p.box for p in group]),
-                        [batch[p.index].sid for p in group],
+                        [batch[p.slot].sid for p in group],
                         reset=[p.reset for p in group],
                     )
                 except Exception as exc:
                     for p in group:
-                        results[p.index] = ServiceError(
-                            500, "internal_error", f"{batch[p.index].req.name}: model step failed: {exc}"
+                        results[p.slot] = ServiceError(
+                            500, "internal_error", f"{batch[p.slot].req.name}: model step failed: {exc}"
                         )
                     continue
                 finally:
@@ -392,7 +393,7 @@ class FrameBatcher:
                 self._calls[len(group)] += 1
                 assert res.landmarks is not None
                 for j, p in enumerate(group):
-                    i, s = p.index, batch[p.index]
+                    i, s = p.slot, batch[p.slot]
                     try:
                         s.req.boxes.observe(s.t, res.landmarks[j])
                     except Exception as exc:

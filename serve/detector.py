@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
+import cv2.data  # the Haar cascade files' folder (opencv's stubs do not declare the submodule)
 import numpy as np
 
 from ldeq_core.geometry import landmarks_to_box

@@ -171,12 +171,12 @@ def fetch_to_file(src: Source, cfg: JobSettings, dst_dir: str, max_bytes: int) -
         if path.stat().st_size > max_bytes:
             raise ServiceError(413, "payload_too_large", f"{src.ref}: larger than {max_bytes} bytes")
         return path
-    fs, path = _fs_for(src, cfg)
-    if not fs.exists(path):
+    fs, remote = _fs_for(src, cfg)
+    if not fs.exists(remote):
         raise ServiceError(404, "not_found", f"{src.ref}: object not found")
-    dst = Path(dst_dir) / f"{uuid.uuid4().hex}{PurePosixPath(path).suffix[:8]}"
+    dst = Path(dst_dir) / f"{uuid.uuid4().hex}{PurePosixPath(remote).suffix[:8]}"
     total = 0
-    with fs.open(path, "rb") as fin, open(dst, "wb") as fout:
+    with fs.open(remote, "rb") as fin, open(dst, "wb") as fout:
         while chunk := fin.read(1 << 20):
             total += len(chunk)
             if total > max_bytes:
@@ -465,8 +465,15 @@ class JobManager:
                     boxes = await asyncio.to_thread(load_sidecar, Source(**v["boxes"]), self.cfg, "boxes")
                 if v["landmarks"]:
                     gt = await asyncio.to_thread(load_sidecar, Source(**v["landmarks"]), self.cfg, "landmarks")
-                names = {"boxes_name": (v["boxes"] or {}).get("ref"), "gt_name": (v["landmarks"] or {}).get("ref")}
-                score = await self.score(VideoJob(src.ref, path, boxes, gt, **names), opts)
+                job = VideoJob(
+                    src.ref,
+                    path,
+                    boxes,
+                    gt,
+                    boxes_name=(v["boxes"] or {}).get("ref"),
+                    gt_name=(v["landmarks"] or {}).get("ref"),
+                )
+                score = await self.score(job, opts)
             out = self.root / job_id / "results" / f"{v['index']:05d}_{v['id']}.parquet"
             await asyncio.to_thread(write_results_parquet, out, score)
             return {"status": "done", "error": None, "result": str(out), "summary": score.summary()}

@@ -86,14 +86,15 @@ def load_from_mlflow(src: ModelSource, device: torch.device) -> LoadedModel:
     import mlflow  # heavy import, only for this source
     from mlflow.exceptions import MlflowException
 
-    uri = src.mlflow_tracking_uri
+    uri, name = src.mlflow_tracking_uri, src.mlflow_name
+    assert name is not None  # the caller chose this source because mlflow_name is set
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    ref = f"{src.mlflow_name}@{src.mlflow_alias}" if src.mlflow_alias else f"{src.mlflow_name}/{src.mlflow_version}"
+    ref = f"{name}@{src.mlflow_alias}" if src.mlflow_alias else f"{name}/{src.mlflow_version}"
     try:
         mv = (
-            client.get_model_version_by_alias(src.mlflow_name, src.mlflow_alias)
+            client.get_model_version_by_alias(name, src.mlflow_alias)
             if src.mlflow_alias
-            else client.get_model_version(src.mlflow_name, str(src.mlflow_version))
+            else client.get_model_version(name, str(src.mlflow_version))
         )
     except MlflowException as exc:
         raise ValueError(f"model: registered model {ref!r} not found in {uri}: {exc.message}") from exc

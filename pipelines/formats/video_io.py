@@ -7,7 +7,7 @@ image arrays, and swap channels themselves.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +64,7 @@ def probe_video(path: PathLike) -> VideoInfo:
         cap.release()
 
 
-def iter_frames(path: PathLike, *, strict: bool = True) -> Iterator[np.ndarray]:
+def iter_frames(path: PathLike, *, strict: bool = True) -> Generator[np.ndarray, None, None]:
     """Yield the BGR uint8 frames of ``path`` until decoding stops.
 
     Raises ``DataError`` if the file cannot be opened or a frame changes size. With ``strict`` it also

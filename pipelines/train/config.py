@@ -25,6 +25,9 @@ from pipelines.train.augment import AugmentConfig
 # automatic decode + augment threads per worker: on 4x H200, 2 threads trained faster than 12 (398 vs 361 images/s on
 # one GPU, 1,391 vs 1,164 on four; BENCHMARKS.md 14) and one thread prepares ~800 images/s (section 4a)
 AUTO_DATA_THREADS_MAX = 2
+# Keys that TrainConfig no longer has; configs written before (a saved train_config.yaml, a params.yaml) may still
+# carry them with their null default, which is ignored. Test-only fault injection is pipelines/train/faults.py.
+_REMOVED_KEYS = ("fail_at_epoch", "fail_marker")
 LossKind = Literal["l1", "wing"]
 GradModeName = Literal["implicit", "one_step", "unrolled"]
 
@@ -95,9 +98,6 @@ class TrainConfig:
     mlflow_artifacts: str = "outputs/mlartifacts"  # artifact root of new experiments (local tracking stores)
     mlflow_experiment: str = "ldeq"
     registered_model: str = "ldeq-landmarks"
-    # tests only: a worker exits during this epoch (1-based) of the first attempt; the marker file records it
-    fail_at_epoch: int | None = None
-    fail_marker: str | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in ("l1", "wing"):
@@ -169,6 +169,10 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a (partial) dict; unknown keys raise ``ValueError``."""
         data = dict(data)
+        for key in _REMOVED_KEYS:
+            if data.get(key) is not None:
+                raise ValueError(f"train.{key} was removed: fault injection is test-only (pipelines/train/faults.py)")
+            data.pop(key, None)
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names
         if unknown:

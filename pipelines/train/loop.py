@@ -1,12 +1,13 @@
 """The per-worker training loop for Ray Train v2 (``TorchTrainer``): DDP, validation, checkpoints, MLflow.
 
 ``train_loop_per_worker(config)`` expects ``config = {"train": TrainConfig.to_dict(), "steps_per_epoch": int,
-"mlflow_run_id": str | None}``. Every rank calls ``ray.train.report`` once per epoch with the same metrics;
-rank 0 attaches a checkpoint every ``checkpoint_every`` epochs and at the last epoch. A checkpoint folder holds
-``state.pt`` (model, optimiser, scheduler, epochs done, torch/python RNG states, best NME, history; plain tensors
-and builtins, loadable with ``weights_only=True``) and ``best.pt`` (the best model so far, in our checkpoint format).
-Returns (rank 0) a summary dict: ``history``, ``best_epoch``, ``best_val_nme``, ``start_epoch``, ``world_size``,
-``worker_node_ids`` (the Ray node id of each rank, gathered once) and ``mlflow_run_id``.
+"mlflow_run_id": str | None}`` (in tests, also the fault plan of :mod:`pipelines.train.faults`). Every rank calls
+``ray.train.report`` once per epoch with the same metrics; rank 0 attaches a checkpoint every ``checkpoint_every``
+epochs and at the last epoch. A checkpoint folder holds ``state.pt`` (model, optimiser, scheduler, epochs done,
+torch/python RNG states, best NME, history; plain tensors and builtins, loadable with ``weights_only=True``) and
+``best.pt`` (the best model so far, in our checkpoint format). Returns (rank 0) a summary dict: ``history``,
+``best_epoch``, ``best_val_nme``, ``start_epoch``, ``world_size``, ``worker_node_ids`` (the Ray node id of each
+rank, gathered once) and ``mlflow_run_id``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import copy
 import itertools
 import math
-import os
 import random
 import tempfile
 import time
@@ -31,6 +31,7 @@ from ldeq_core.checkpoints import load_checkpoint, save_checkpoint
 from ldeq_core.config import ModelConfig
 from ldeq_core.metrics import fr_auc, nme
 from ldeq_core.model import LandmarkDEQ
+from pipelines.train import faults
 from pipelines.train.cache import MIB, TrainCache
 from pipelines.train.comm import set_grad_allreduce
 from pipelines.train.config import TrainConfig
@@ -44,7 +45,6 @@ from pipelines.train.objectives import (
 from pipelines.train.reporting import flatten
 
 STATE_FILE = "state.pt"
-FAIL_DELAY_S = 5.0
 Batch = tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]  # (N, S, S, 3) uint8 images, (N, L, 2)
 BEST_FILE = "best.pt"
 
@@ -114,21 +114,6 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractCont
     if cfg.bf16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _maybe_fail(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
-    """Test hook: the last rank exits abruptly in epoch ``fail_at_epoch`` of the first attempt only."""
-    if cfg.fail_at_epoch is None or epoch + 1 != cfg.fail_at_epoch or rank != world - 1 or not cfg.fail_marker:
-        return
-    marker = Path(cfg.fail_marker)
-    if marker.exists():
-        return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"rank {rank} exited in epoch {epoch + 1}\n")
-    # The Train controller collects reports when it polls the workers (every 2 s); wait so that the previous
-    # epoch's checkpoint is registered and the test knows which checkpoint the restarted group must resume from.
-    time.sleep(FAIL_DELAY_S)
-    os._exit(3)
 
 
 def streamed_batches(
@@ -228,7 +213,7 @@ def train_one_epoch(
         wait_s += got - waited_from
         if step == 0:
             first_batch_s = got - t0  # streamed: the iterator's start-up + the first decode/augment
-            _maybe_fail(cfg, epoch, rank, world)
+            faults.maybe_fail(epoch, rank, world)  # tests only; a no-op unless a test armed it
         x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
         budget = cfg.effective_train_nfe
         if cfg.stochastic_budget:
@@ -405,6 +390,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
     cfg = TrainConfig.from_dict(config["train"])
     steps_per_epoch = int(config["steps_per_epoch"])
+    faults.arm(config.get(faults.CONFIG_KEY))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()

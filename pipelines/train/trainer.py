@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.formats.atomic import atomic_path
+from pipelines.train import faults
 from pipelines.train.config import TrainConfig
 from pipelines.train.loop import BEST_FILE, STATE_FILE, train_loop_per_worker
 from pipelines.train.reporting import plot_curves, write_curves_csv, write_json
@@ -54,8 +55,6 @@ _NOT_FINGERPRINTED = frozenset(
         "keep_checkpoints",
         "checkpoint_every",
         "async_checkpoint",
-        "fail_at_epoch",
-        "fail_marker",
         "worker_cache_max_mb",
         "cpus_per_worker",
         "gpus_per_worker",
@@ -141,9 +140,13 @@ def build_trainer(
     resources = {**cfg.resources_per_worker, "CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
+    loop_config: dict[str, Any] = {"train": cfg.to_dict(), "steps_per_epoch": steps, "mlflow_run_id": mlflow_run_id}
+    fault = faults.plan_from_env()  # tests only: None unless a test armed fault injection
+    if fault is not None:
+        loop_config[faults.CONFIG_KEY] = fault
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.to_dict(), "steps_per_epoch": steps, "mlflow_run_id": mlflow_run_id},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,

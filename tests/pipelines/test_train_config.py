@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipelines.train import faults
 from pipelines.train.config import TrainConfig, load_train_config, resolve_tracking_uri
 from pipelines.train.sweep import SweepConfig, load_sweep_config, search_space
 from pipelines.train.trainer import ray_run_name, steps_per_epoch
@@ -85,10 +87,41 @@ def test_run_fingerprint_tracks_training_settings_only() -> None:
     cfg = TrainConfig()
     name = ray_run_name(cfg, "data1")
     assert name.startswith("ldeq-train-") and len(name) == len("ldeq-train-") + 10
-    assert ray_run_name(cfg.with_overrides(["max_failures=3", "storage_path=/x", "fail_at_epoch=2"]), "data1") == name
+    assert ray_run_name(cfg.with_overrides(["max_failures=3", "storage_path=/x", "data_threads=1"]), "data1") == name
     assert ray_run_name(cfg.with_overrides(["lr=0.5"]), "data1") != name
     assert ray_run_name(cfg.with_overrides(["model.solver.max_nfe=3"]), "data1") != name
     assert ray_run_name(cfg, "data2") != name
+
+
+def test_fault_injection_is_not_a_config_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killing a worker is a test-only hook (pipelines/train/faults.py), armed by environment variables."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert not names & {"fail_at_epoch", "fail_marker"}
+    # configs written before the move carry the keys with their null default: still accepted, and ignored
+    assert TrainConfig.from_dict({"fail_at_epoch": None, "fail_marker": None}) == TrainConfig()
+    with pytest.raises(ValueError, match="test-only"):
+        TrainConfig().with_overrides(["fail_at_epoch=2"])
+
+    monkeypatch.delenv(faults.ENV_EPOCH, raising=False)
+    monkeypatch.delenv(faults.ENV_MARKER, raising=False)
+    assert faults.plan_from_env() is None
+    marker = tmp_path / "crashed.txt"
+    monkeypatch.setenv(faults.ENV_MARKER, str(marker))
+    with pytest.raises(ValueError, match="both"):
+        faults.plan_from_env()
+    monkeypatch.setenv(faults.ENV_EPOCH, "2")
+    plan = faults.plan_from_env()
+    assert plan == {"epoch": 2, "marker": str(marker)}
+    # armed in a worker: only the last rank, in that epoch (0-based 1), fails; these calls must all return
+    faults.arm(plan)
+    try:
+        faults.maybe_fail(epoch=0, rank=1, world=2)  # another epoch
+        faults.maybe_fail(epoch=1, rank=0, world=2)  # not the last rank
+        marker.write_text("already failed once\n")
+        faults.maybe_fail(epoch=1, rank=1, world=2)  # the marker exists: it failed before
+    finally:
+        faults.arm(None)
+    assert marker.read_text() == "already failed once\n"
 
 
 def test_steps_per_epoch_matches_an_equal_split() -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ldeq_core.checkpoints import load_checkpoint
+from pipelines.train import faults
 from pipelines.train.tracking import load_registered_model
 from pipelines.train.trainer import run_training
 from tests.pipelines.train_helpers import tiny_config, write_tiny_shards
@@ -86,11 +87,14 @@ def test_two_worker_run_logs_registers_and_learns(ray_local: str, shards: Path, 
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
-def test_worker_crash_resumes_from_checkpoint_and_rerun_resumes(ray_local: str, shards: Path, tmp_path: Path) -> None:
+def test_worker_crash_resumes_from_checkpoint_and_rerun_resumes(
+    ray_local: str, shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = tmp_path / "crashed.txt"
-    cfg = tiny_config(
-        tmp_path, materialize_train=True, fail_at_epoch=2, fail_marker=str(marker), max_failures=1, registered_model=""
-    )
+    # test-only fault injection: the last rank exits in epoch 2 (once: the marker records it)
+    monkeypatch.setenv(faults.ENV_EPOCH, "2")
+    monkeypatch.setenv(faults.ENV_MARKER, str(marker))
+    cfg = tiny_config(tmp_path, materialize_train=True, max_failures=1, registered_model="")
     res = run_training(cfg, shards, tmp_path / "out", root=tmp_path)
     assert marker.read_text().startswith("rank 1 exited in epoch 2")
     assert res.start_epoch == 1  # the restarted worker group resumed from the epoch-1 checkpoint
