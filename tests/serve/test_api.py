@@ -139,7 +139,7 @@ def test_filter_and_mode_options(service: Service, media: dict[str, Any]) -> Non
     assert budget["nfe"] == [6] + [4] * 9
 
 
-def test_real_clip_without_boxes_tracks_one_face(service: Service, shared_data: Path) -> None:
+def test_real_clip_without_boxes_tracks_the_largest_face_and_every_face(service: Service, shared_data: Path) -> None:
     path = shared_data / HAMILTON
     if not path.is_file():
         pytest.skip(f"{path} is absent")
@@ -161,6 +161,21 @@ def test_real_clip_without_boxes_tracks_one_face(service: Service, shared_data: 
     half_side = 0.6 * (boxes[:, 2:] - boxes[:, :2]).max(axis=1)
     outside = np.abs(lm - centre).max(axis=(1, 2)) - half_side
     assert (outside <= 1.5).all(), (np.flatnonzero(outside > 1.5)[:5], outside.max())
+    # Every face (serve/faces.py): shot 1 shows the singer and the small pianist, each its own track with its
+    # own frames, boxes and landmarks; the singer's track overlaps the primary (largest-face) track above.
+    faces = v["faces"]
+    assert v["n_faces"] == len(faces) >= 2 and len({f["face_id"] for f in faces}) == len(faces)
+    in_shot1 = [f for f in faces if sum(t < 20 for t in f["frames"]) >= 18]
+    assert len(in_shot1) >= 2, [(f["face_id"], f["frames"][:3], f["n_frames"]) for f in faces]
+    xs = sorted(float(np.mean(np.asarray(f["boxes"])[:, [0, 2]])) for f in in_shot1)
+    assert xs[0] < 200 and xs[-1] > 400  # the pianist on the left, the singer on the right
+    for f in faces:
+        assert np.asarray(f["landmarks"]).shape == (f["n_frames"], 98, 2) and len(f["nfe"]) == f["n_frames"]
+        assert f["frames"] == sorted(f["frames"]) and f["frames"][-1] < 275
+    singer = max(in_shot1, key=lambda f: np.mean(np.asarray(f["boxes"])[:, 0]))
+    first = [i for i, t in enumerate(singer["frames"]) if t < 20]
+    ious = [box_iou(np.asarray(singer["boxes"][i]), boxes[singer["frames"][i]]) for i in first]
+    assert np.median(ious) > 0.3
 
 
 def _job(c: httpx.Client, body: dict[str, Any]) -> httpx.Response:
