@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from ldeq_core.inference import InferencePolicy
-from ldeq_core.metrics import ced_curve
+from ldeq_core.metrics import ced_curve, video_nme
 from pipelines.evaluate.boxes import BOX_SOURCES
 from pipelines.evaluate.methods import (
     PER_FRAME,
@@ -515,12 +515,17 @@ def run_evaluate(
     tracks: dict[str, dict[str, np.ndarray]] = {}
     if run is not None:
         by_key = {v.ref.key: v for v in run.videos}
+        reference = None
+        if s.tuning.reference == PER_FRAME and tune_keys:  # one accuracy budget for filters on every base
+            reference = float(
+                np.mean([video_nme(by_key[k].tracks[PER_FRAME].landmarks, by_key[k].gt) for k in tune_keys])
+            )
         for base in bases:  # each base's filters are tuned on that base's tracks of the tuning videos
             base_filters = [m.filter for m in methods if m.kind == "filter" and m.base == base and m.filter]
             tune_tracks = {
                 k: TuneTrack(by_key[k].tracks[base].landmarks, by_key[k].gt, by_key[k].fps) for k in tune_keys
             }
-            tuned_by_base[base] = tune_filters(tune_tracks, tune_keys, base_filters, s.tuning)
+            tuned_by_base[base] = tune_filters(tune_tracks, tune_keys, base_filters, s.tuning, reference)
         tune_result = tuned_by_base.get(PER_FRAME) or tune_filters({}, [], filters, s.tuning)
         per_video, tracks = _video_rows(run, methods, {b: r.chosen for b, r in tuned_by_base.items()}, roles)
     else:

@@ -48,12 +48,16 @@ class TuneSettings:
     nme_tolerance: float = 0.05
     nmf_weight: float = 0.01
     grids: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # constrained objective: NME bound relative to the unfiltered base itself ("own") or to per-frame ("per_frame")
+    reference: Literal["own", "per_frame"] = "own"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:
             raise ValueError(f"evaluate.tuning.fraction must be in [0, 1), got {self.fraction!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"evaluate.tuning.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.reference not in ("own", "per_frame"):
+            raise ValueError(f"evaluate.tuning.reference must be own or per_frame, got {self.reference!r}")
         if self.nme_tolerance < 0 or self.nmf_weight < 0:
             raise ValueError("evaluate.tuning: nme_tolerance and nmf_weight must be >= 0")
         unknown = sorted(set(self.grids) - set(FILTER_NAMES))
@@ -142,11 +146,18 @@ def _grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
 
 
 def tune_filters(
-    tracks: Mapping[str, TuneTrack], ids: Sequence[str], filters: Sequence[str], settings: TuneSettings
+    tracks: Mapping[str, TuneTrack],
+    ids: Sequence[str],
+    filters: Sequence[str],
+    settings: TuneSettings,
+    reference_nme: float | None = None,
 ) -> TuneResult:
     """Grid-search each filter's parameters on the videos ``ids`` of ``tracks`` (only those are read).
 
-    With no tuning video, every filter takes the first point of its grid and ``tuned`` is False.
+    The constrained objective bounds the NME relative to ``reference_nme`` when given (e.g. the per-frame NME of
+    the same tuning videos, so that filters on every base are held to one accuracy budget), else relative to the
+    unfiltered NME of ``tracks``. With no tuning video, every filter takes the first point of its grid and
+    ``tuned`` is False.
     """
     ids = list(ids)
     if len(set(ids)) != len(ids):
@@ -166,7 +177,7 @@ def tune_filters(
             smoothed = [apply_filter(f, params, v.pred, v.fps) for v in videos]
             nme_v = float(np.mean([video_nme(p, v.gt) for p, v in zip(smoothed, videos, strict=True)]))
             nmf_v = float(np.mean([video_nmf(p, v.gt) for p, v in zip(smoothed, videos, strict=True)]))
-            key = _score(nme_v, nmf_v, base_nme, settings)
+            key = _score(nme_v, nmf_v, base_nme if reference_nme is None else reference_nme, settings)
             scores.append(
                 {
                     "filter": f,

@@ -148,3 +148,21 @@ def test_tuning_objectives_choose_the_expected_grid_point() -> None:
 def test_tuning_without_videos_falls_back_to_the_first_grid_point() -> None:
     res = tune_filters({}, [], ["kalman"], TuneSettings(grids={"kalman": {"q": [0.5, 1.0], "r": [3.0]}}))
     assert res.chosen == {"kalman": {"q": 0.5, "r": 3.0}} and not res.tuned and res.ids_used == []
+
+
+def test_reference_nme_bounds_every_base_by_the_same_accuracy_budget() -> None:
+    rng = np.random.default_rng(3)
+    gt = np.cumsum(rng.normal(0, 0.5, (40, 68, 2)), axis=0) + 100.0
+    gt[:, 36], gt[:, 45] = gt[:, 0] - [30.0, 0.0], gt[:, 0] + [30.0, 0.0]  # eye corners 60 px apart
+    pred = gt + rng.normal(0, 2.0, gt.shape)
+    tracks = {"v": TuneTrack(pred, gt, 30.0)}
+    settings = TuneSettings(nme_tolerance=0.01, grids={"ema": {"alpha": [0.1, 0.5, 0.9]}})
+    own = tune_filters(tracks, ["v"], ["ema"], settings)
+    # a reference NME 20 % above this base's own NME admits heavier smoothing (a smaller alpha, a lower NMF)
+    loose = tune_filters(tracks, ["v"], ["ema"], settings, reference_nme=1.2 * own.base["nme_io"])
+    assert loose.chosen["ema"]["alpha"] <= own.chosen["ema"]["alpha"]
+    rows = {r["params"]: r for r in loose.scores}
+    for r in rows.values():  # feasibility follows the reference, not the base
+        assert r["feasible"] == (r["nme_io"] <= 1.2 * own.base["nme_io"] * 1.01)
+    with pytest.raises(ValueError, match="reference"):
+        TuneSettings(reference="median")
