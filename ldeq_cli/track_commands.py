@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,15 +16,18 @@ def track(
     inputs: list[Path] = typer.Argument(..., help="video files, image files, or folders of them"),
     out: Path = typer.Option(Path("outputs/track"), "--out", help="output folder for <stem>.csv and overlays"),
     model: str | None = typer.Option(None, "--model", help=_MODEL_HELP),
-    mode: str = typer.Option("rwr", "--mode", help="rwr (warm-started, stable) | per_frame (full solve per frame)"),
-    budget_nfe: int = typer.Option(2, "--budget-nfe", help="RwR cell evaluations per warm frame"),
-    gamma: float = typer.Option(0.0, "--gamma", help="proximal RwR weight (0: plain RwR)"),
-    filter_name: str = typer.Option(
-        "none", "--filter", help="streaming filter on the landmarks: none|ema|one_euro|kalman"
+    mode: str | None = typer.Option(
+        None, "--mode", help="rwr (warm-started, stable) | per_frame; default: the model's"
+    ),
+    budget_nfe: int | None = typer.Option(None, "--budget-nfe", help="RwR cell evaluations per warm frame"),
+    gamma: float | None = typer.Option(None, "--gamma", help="proximal RwR weight (0: plain RwR)"),
+    filter_name: str | None = typer.Option(
+        None, "--filter", help="streaming filter on the landmarks: none|ema|one_euro|kalman; default: the model's"
     ),
     filter_params: str | None = typer.Option(
         None, "--filter-params", help='JSON, e.g. {"min_cutoff": 1, "beta": 0.05}'
     ),
+    warp: bool | None = typer.Option(None, "--warp/--no-warp", help="warp the RwR state into each new crop"),
     boxes: Path | None = typer.Option(
         None, "--boxes", help="(T, 4) x1,y1,x2,y2 .npy for one input, or a folder of <stem>.npy"
     ),
@@ -41,20 +46,25 @@ def track(
 
     from ldeq_cli.track import NoFaceError, TrackSummary, collect_inputs, load_boxes, output_stems, track_file
     from ldeq_core.face_tracking import FaceTrackingConfig
-    from ldeq_core.landmarker import FaceLandmarker, VideoSettings, load_model, resolve_device
+    from ldeq_core.landmarker import FaceLandmarker, default_settings, load_model, resolve_device
     from pipelines.formats.errors import DataError
 
     console = Console(stderr=True)
     try:
-        params = json.loads(filter_params) if filter_params else {}
-        if not isinstance(params, dict):
+        params = json.loads(filter_params) if filter_params else None
+        if params is not None and not isinstance(params, dict):
             raise ValueError("--filter-params must be a JSON object")
-        settings = VideoSettings(
-            mode=mode, budget_nfe=budget_nfe, gamma=gamma, filter=filter_name, filter_params=params
-        )  # type: ignore[arg-type]
         tracking = FaceTrackingConfig(detect_every=detect_every, max_faces=max_faces)
         dev = resolve_device(device)
         ckpt = load_model(model, dev)
+        base = default_settings(ckpt)  # the zoo card's recommended video mode; options override it
+        given = {"mode": mode, "budget_nfe": budget_nfe, "gamma": gamma, "filter": filter_name, "warp_state": warp}
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if filter_name is not None and filter_name != base.filter:
+            changes["filter_params"] = {}  # the card's parameters belong to the card's filter
+        if params is not None:
+            changes["filter_params"] = params
+        settings = dataclasses.replace(base, **changes)
         if boxes is None:
             from ldeq_core.face_detect import make_detector
 
@@ -72,9 +82,10 @@ def track(
     name = str(ckpt.metadata.get("zoo_name") or f"{model} (sha256 {ckpt.sha256[:12]})")
     console.print(
         f"ldeq track: {len(files)} input(s), model {name} ({ckpt.model.cfg.n_landmarks} points, "
-        f"{ckpt.model.cfg.image_size} px), mode {mode}"
-        + (f" {budget_nfe} NFE" if mode == "rwr" else "")
-        + (f", filter {filter_name}" if filter_name != "none" else "")
+        f"{ckpt.model.cfg.image_size} px), mode {settings.mode}"
+        + (f" {settings.budget_nfe} NFE" if settings.mode == "rwr" else "")
+        + (" + state warp" if settings.mode == "rwr" and settings.warp_state else "")
+        + (f", filter {settings.filter} {settings.filter_params}" if settings.filter != "none" else "")
         + f", device {dev}"
     )
     for path, stem in zip(files, output_stems(files), strict=True):

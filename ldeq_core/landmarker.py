@@ -41,6 +41,13 @@ class VideoSettings:
     gamma: float = 0.0
     filter: str = "none"
     filter_params: dict[str, float] = field(default_factory=dict)
+    warp_state: bool = True  # crop-invariant recurrence (ldeq_core.rwr; studies/rwr_real_faces)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VideoSettings:
+        """From a zoo entry's ``video_defaults`` (unknown keys such as ``crop_size`` are ignored)."""
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
 
     def __post_init__(self) -> None:
         if self.filter not in FILTER_DEFAULTS:
@@ -89,6 +96,16 @@ def load_model(model: str | Path | LoadedCheckpoint | None, device: str | torch.
     return load_checkpoint(path, map_location=device)
 
 
+def default_settings(checkpoint: LoadedCheckpoint) -> VideoSettings:
+    """The video mode a zoo model's card recommends (``video_defaults``), else plain :class:`VideoSettings`."""
+    name = checkpoint.metadata.get("zoo_name")
+    if not name:
+        return VideoSettings()
+    from ldeq_core.pretrained import get_pretrained
+
+    return VideoSettings.from_dict(dict(get_pretrained(str(name)).video_defaults))
+
+
 class FaceLandmarker:
     """Per-face landmarks for a stream of BGR frames (OpenCV order); one RwR state per face track."""
 
@@ -105,9 +122,15 @@ class FaceLandmarker:
         self.device = resolve_device(device)
         self.checkpoint = load_model(model, self.device)
         self.model = self.checkpoint.model.to(self.device).eval()
-        self.settings = settings or VideoSettings()
+        self.settings = settings or default_settings(self.checkpoint)
         s = self.settings
-        rwr = RwRConfig(mode=s.mode, budget_nfe=s.budget_nfe, gamma=s.gamma, crop_size=self.model.cfg.image_size)
+        rwr = RwRConfig(
+            mode=s.mode,
+            budget_nfe=s.budget_nfe,
+            gamma=s.gamma,
+            crop_size=self.model.cfg.image_size,
+            warp_state=s.warp_state,
+        )
         if isinstance(detector, str):
             from ldeq_core.face_detect import make_detector
 

@@ -71,6 +71,7 @@ def rwr_config(settings: ServeSettings, opts: ScoreOptions, crop_size: int) -> R
         reset_iou=d.reset_iou,
         crop_size=crop_size,
         extra_scale=d.extra_scale,
+        warp_state=d.warp_state,
     )
 
 

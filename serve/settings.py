@@ -57,6 +57,8 @@ class RwRDefaults(_Section):
     gamma: float = Field(0.0, ge=0.0)
     reset_iou: float = Field(0.3, ge=0.0, le=1.0)
     extra_scale: float = Field(1.2, gt=0.0)
+    # crop-invariant recurrence: the previous equilibrium is warped into the current crop (studies/rwr_real_faces)
+    warp_state: bool = True
 
 
 class BatchSettings(_Section):

@@ -60,10 +60,11 @@ def test_csv_rows_equal_the_streaming_tracker_and_the_overlay_keeps_frames_and_f
     assert header == csv_header(68) and header[:8] == ["frame", "face_id", "timestamp", "x1", "y1", "x2", "y2", "nfe"]
     assert rows.shape == (N_FRAMES, len(header)) and rows[:, 0].tolist() == list(range(N_FRAMES))
     assert (rows[:, 1] == 0).all() and rows[:, 2] == pytest.approx(np.arange(N_FRAMES) / 25.0, abs=1e-4)
-    # independent path: the same decoded frames and boxes through track_videos (RwR, 2 NFE, crop = model size)
+    # independent path: the same decoded frames and boxes through track_videos (the default video mode for a plain
+    # checkpoint: RwR, 2 NFE, state warp, no filter; crop = model size)
     frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in _decode(video)]
     model = load_checkpoint(checkpoint).model
-    ref = track_videos(model, [(frames, _boxes())], RwRConfig(budget_nfe=2, crop_size=64))[0]
+    ref = track_videos(model, [(frames, _boxes())], RwRConfig(budget_nfe=2, crop_size=64, warp_state=True))[0]
     lm = np.stack([rows[:, 10:78], rows[:, 78:146]], axis=-1)
     np.testing.assert_allclose(lm, ref.landmarks, atol=5e-4 + 1e-9)  # the CSV keeps 3 decimals
     assert rows[:, 7].tolist() == ref.nfe.tolist()
