@@ -58,12 +58,15 @@ class MethodSettings:
     extra_scale: float = 1.2
     warp: bool = False  # also run every RwR budget / gamma with the crop-invariant state warp (``..._warp``)
     filter_bases: tuple[str, ...] = (PER_FRAME,)  # tracker methods whose output each filter smooths (``<base>+<f>``)
+    primary_warp: bool = False  # the primary RwR method is ``rwr_nfe<primary_budget>_warp`` (needs ``warp``)
 
     def __post_init__(self) -> None:
         if not self.budgets or any(not isinstance(b, int) or b < 1 for b in self.budgets):
             raise ValueError(f"evaluate.methods.budgets: need integers >= 1, got {list(self.budgets)}")
         if len(set(self.budgets)) != len(self.budgets):
             raise ValueError(f"evaluate.methods.budgets: duplicate budgets in {list(self.budgets)}")
+        if self.primary_warp and not self.warp:
+            raise ValueError("evaluate.methods.primary_warp needs evaluate.methods.warp: true")
         if self.primary_budget not in self.budgets:
             raise ValueError(
                 f"evaluate.methods.primary_budget {self.primary_budget} is not one of budgets {list(self.budgets)}"
@@ -179,7 +182,7 @@ def build_methods(settings: MethodSettings, crop_size: int) -> list[Method]:
 
 def primary_rwr(settings: MethodSettings) -> str:
     """The RwR method compared against the baselines in the report."""
-    return rwr_name(settings.primary_budget)
+    return rwr_name(settings.primary_budget, warp=settings.primary_warp)
 
 
 def apply_filter(filter_name: str, params: Mapping[str, float], landmarks: np.ndarray, fps: float) -> np.ndarray:

@@ -166,3 +166,12 @@ def test_reference_nme_bounds_every_base_by_the_same_accuracy_budget() -> None:
         assert r["feasible"] == (r["nme_io"] <= 1.2 * own.base["nme_io"] * 1.01)
     with pytest.raises(ValueError, match="reference"):
         TuneSettings(reference="median")
+
+
+def test_primary_warp_makes_the_warped_rwr_the_primary_method() -> None:
+    from pipelines.evaluate.methods import primary_rwr
+
+    assert primary_rwr(MethodSettings(budgets=(2,), warp=True, primary_warp=True)) == "rwr_nfe2_warp"
+    assert primary_rwr(MethodSettings(budgets=(2,), warp=True)) == "rwr_nfe2"
+    with pytest.raises(ValueError, match="primary_warp needs"):
+        MethodSettings(budgets=(2,), primary_warp=True)
