@@ -204,21 +204,19 @@ async def score_video(
     provider = await asyncio.to_thread(make_box_provider, job, settings)
     detect_s = time.perf_counter() - t0
     cfg = rwr_config(settings, opts, crop_size)
+    fname, fparams = effective_filter(opts, settings, facts.fps)
     every_face = None
     if job.boxes is None and settings.detector.faces == "all":
-        fparams = _filter_params(opts, facts.fps)
         every_face = asyncio.create_task(
-            asyncio.to_thread(
-                track_faces, job.path, batcher.tracker.model, cfg, settings.detector, opts.filter, fparams
-            )
+            asyncio.to_thread(track_faces, job.path, batcher.tracker.model, cfg, settings.detector, fname, fparams)
         )
     res = await batcher.run(
         StreamRequest(iter_frames(job.path, strict=False), facts.n_frames, provider, cfg, name=job.name)
     )
     faces = await every_face if every_face is not None else None
     landmarks = res.landmarks
-    if opts.filter != "none":
-        landmarks = run_filter(make_filter(opts.filter, **_filter_params(opts, facts.fps)), landmarks)
+    if fname != "none":
+        landmarks = run_filter(make_filter(fname, **fparams), landmarks)
     metrics = video_metrics(landmarks, job.gt) if job.gt is not None else None
     timing = {
         "validate_s": round(job.validate_s, 4),
@@ -241,12 +239,16 @@ async def score_video(
     )
 
 
-def _filter_params(opts: ScoreOptions, fps: float) -> dict[str, float]:
-    """The request's filter parameters; One Euro gets the video's frame rate unless given."""
-    params = dict(opts.filter_params)
-    if opts.filter == "one_euro" and "freq" not in params:
+def effective_filter(opts: ScoreOptions, settings: ServeSettings, fps: float) -> tuple[str, dict[str, float]]:
+    """(filter, parameters): the request's when it names a filter, else ``serve.rwr.filter``; One Euro gets the
+    video's frame rate unless given."""
+    if "filter" in opts.model_fields_set:
+        name, params = str(opts.filter), dict(opts.filter_params)
+    else:
+        name, params = settings.rwr.filter, dict(settings.rwr.filter_params)
+    if name == "one_euro" and "freq" not in params:
         params["freq"] = fps if math.isfinite(fps) and fps > 0 else 30.0
-    return params
+    return name, params
 
 
 def service_error_from(exc: BaseException, name: str) -> ServiceError:

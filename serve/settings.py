@@ -59,6 +59,9 @@ class RwRDefaults(_Section):
     extra_scale: float = Field(1.2, gt=0.0)
     # crop-invariant recurrence: the previous equilibrium is warped into the current crop (studies/rwr_real_faces)
     warp_state: bool = True
+    # the streaming filter applied when a request names none ("none" | ema | one_euro | kalman) and its parameters
+    filter: Literal["none", "ema", "one_euro", "kalman"] = "none"
+    filter_params: dict[str, float] = Field(default_factory=dict)
 
 
 class BatchSettings(_Section):
