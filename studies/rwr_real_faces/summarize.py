@@ -89,8 +89,20 @@ def main() -> None:
         sub = agg[agg.boxes == src]
         ax.scatter(sub.nmf, sub.nme_io, marker=marker, label=f"boxes: {src}", alpha=0.8)
         for r in sub.itertuples():
-            if r.method in ("per_frame", "rwr_nfe2", "rwr_nfe2_warp", "rwr_nfe2_gamma1_warp", "per_frame+one_euro"):
+            if r.method in ("per_frame", "rwr_nfe2", "rwr_nfe2_warp", "rwr_nfe2_warp+kalman", "per_frame+kalman"):
                 ax.annotate(r.method, (r.nmf, r.nme_io), fontsize=7, alpha=0.8)
+    top = 1.12 * float(agg[agg.method == "per_frame"].nme_io.max())
+    hidden = int((agg.nme_io > top).sum())
+    ax.set_ylim(float(agg.nme_io.min()) - 0.05, top)
+    if hidden:
+        ax.text(
+            0.01,
+            0.99,
+            f"{hidden} points above {top:.2f} % NME (proximal gamma > 0) not shown",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=8,
+        )
     ax.set_xlabel("NMF (flicker, lower is better)")
     ax.set_ylabel("NME inter-ocular % (lower is better)")
     ax.set_title("RwR study on real faces: every box track x method (test videos)")
