@@ -449,20 +449,12 @@ def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------ report
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: str) -> dict[str, Any]:
     import cv2
     import ray
     import torch
+
+    from ldeq_core.profiling import cpu_name
 
     env: dict[str, Any] = {
         "torch": torch.__version__,
@@ -471,7 +463,7 @@ def environment(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "host_cpus": os.cpu_count(),
         "device": device,
-        "device_name": _cpu_name(),
+        "device_name": cpu_name(),
     }
     if device == "cuda":
         env["device_name"] = torch.cuda.get_device_name(0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,21 +22,7 @@ import torch
 from ldeq_cli.track import track_file
 from ldeq_core.face_detect import make_detector
 from ldeq_core.landmarker import FaceLandmarker, VideoSettings, load_model
-from ldeq_core.rwr import RwRConfig, RwRTracker
-
-
-def rwr_step_ms(model: torch.nn.Module, frames: int = 200) -> float:
-    """Median ms of one RwR 2-NFE frame, batch 1, one face (crop + solve + map back)."""
-    tracker = RwRTracker(model, RwRConfig(budget_nfe=2, crop_size=model.cfg.image_size))
-    frame = np.random.default_rng(0).integers(0, 255, (360, 640, 3), dtype=np.uint8)
-    box = np.array([[250.0, 100.0, 380.0, 230.0]])
-    times = []
-    for t in range(frames + 10):
-        t0 = time.perf_counter()
-        tracker.step([frame], box, ["s"])
-        if t >= 10:
-            times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
+from ldeq_core.profiling import cpu_name, rwr_step_seconds
 
 
 def main() -> None:
@@ -79,10 +64,12 @@ def main() -> None:
         "video": os.fspath(args.video),
         "model": str(ckpt.metadata.get("zoo_name") or args.model),
         "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "load_avg_before": os.getloadavg()[0],
-        "rwr_step_ms_batch1": round(rwr_step_ms(ckpt.model.eval()), 3),
+        "rwr_step_ms_batch1": round(
+            1000 * float(np.median(rwr_step_seconds(ckpt.model.eval(), 200, 10, 2, (640, 360)))), 3
+        ),
         "runs": rows,
     }
     print({"rwr_step_ms_batch1": result["rwr_step_ms_batch1"]})

@@ -44,7 +44,7 @@ def track(
     from rich.table import Table
     from tqdm import tqdm
 
-    from ldeq_cli.track import NoFaceError, TrackSummary, collect_inputs, load_boxes, output_stems, track_file
+    from ldeq_cli.track import TrackSummary, collect_inputs, load_boxes, output_stems, track_file
     from ldeq_core.face_tracking import FaceTrackingConfig
     from ldeq_core.landmarker import FaceLandmarker, default_settings, load_model, resolve_device
     from pipelines.formats.errors import DataError
@@ -104,9 +104,7 @@ def track(
                 )
             if summary.rows == 0:
                 console.print(f"[yellow]{path}: no face found in {summary.frames} frame(s); CSV has a header only")
-        except NoFaceError as err:
-            summary = TrackSummary(path, error=str(err))
-        except (DataError, ValueError, OSError) as err:
+        except (DataError, ValueError, OSError) as err:  # NoFaceError (--require-face) is a DataError
             summary = TrackSummary(path, error=str(err))
         results.append(summary)
         if summary.error:

@@ -69,3 +69,49 @@ def model_cost(cfg: ModelConfig) -> ModelCost:
         macs_stem=_count_macs(model.stem, img),
         macs_cell=_count_macs(model.cell, z, x),
     )
+
+
+def cpu_name() -> str:
+    """The CPU model name (``/proc/cpuinfo``), else what :mod:`platform` reports."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def rwr_step_seconds(
+    model: LandmarkDEQ,
+    frames: int = 200,
+    warmup: int = 10,
+    budget_nfe: int = 2,
+    frame_wh: tuple[int, int] = (640, 480),
+) -> list[float]:
+    """Wall seconds of each of ``frames`` RwR frames (fixed budget, batch 1, one face, crop + solve + map back) on a
+    synthetic frame with a fixed centred box, after ``warmup`` frames (the first is the full solve)."""
+    import time
+
+    import numpy as np
+
+    from ldeq_core.rwr import RwRConfig, RwRTracker
+
+    tracker = RwRTracker(model, RwRConfig(mode="rwr", budget_nfe=budget_nfe, crop_size=model.cfg.image_size))
+    w, h = frame_wh
+    frame = np.random.default_rng(0).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    side = 0.5 * min(w, h)
+    box = np.array([[(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2]])
+    for _ in range(warmup):
+        tracker.step([frame], box, stream_ids=["bench"])
+    times = []
+    for _ in range(frames):
+        start = time.perf_counter()
+        res = tracker.step([frame], box, stream_ids=["bench"])
+        times.append(time.perf_counter() - start)
+        if int(res.nfe[0]) != budget_nfe or bool(res.full_solve[0]):
+            raise RuntimeError(f"benchmark frame was not a {budget_nfe}-NFE warm-started RwR step")
+    return times

@@ -21,15 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,20 +36,10 @@ if str(ROOT) not in sys.path:  # run as a file from anywhere
 from ldeq_core.checkpoints import load_checkpoint  # noqa: E402
 from ldeq_core.model import LandmarkDEQ  # noqa: E402
 from ldeq_core.pretrained import DEFAULT_BUDGET_NFE, make_card, register_pretrained, zoo_dir  # noqa: E402
-from ldeq_core.rwr import RwRConfig, RwRTracker  # noqa: E402
+from ldeq_core.profiling import cpu_name, rwr_step_seconds  # noqa: E402
 
 MIN_BENCH_FRAMES = 100
 WARMUP_FRAMES = 10
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure_rwr_cpu_fps(
@@ -75,12 +62,7 @@ def measure_rwr_cpu_fps(
     torch.set_num_threads(threads)
     try:
         model = model.cpu().eval()
-        cfg = RwRConfig(mode="rwr", budget_nfe=budget_nfe, crop_size=model.cfg.image_size)
-        tracker = RwRTracker(model, cfg)
         w, h = frame_wh
-        frame = np.random.default_rng(0).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-        side = 0.5 * min(w, h)
-        box = np.array([[(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2]])
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         if load > 0.5:
             print(
@@ -88,15 +70,7 @@ def measure_rwr_cpu_fps(
                 "understated (torch threads contend with other processes); measure on an idle machine",
                 file=sys.stderr,
             )
-        for _ in range(warmup):  # the first frame is the full solve, the rest warm-started
-            tracker.step([frame], box, stream_ids=["bench"])
-        times = []
-        for _ in range(frames):
-            start = time.perf_counter()
-            res = tracker.step([frame], box, stream_ids=["bench"])
-            times.append(time.perf_counter() - start)
-            if int(res.nfe[0]) != budget_nfe or bool(res.full_solve[0]):
-                raise RuntimeError(f"benchmark frame was not a {budget_nfe}-NFE warm-started RwR step")
+        times = rwr_step_seconds(model, frames, warmup, budget_nfe, frame_wh)
     finally:
         torch.set_num_threads(previous)
     fps = 1.0 / statistics.median(times)
