@@ -45,6 +45,7 @@ from pipelines.prepare import Prepared, load_params, load_prepared, merge_settin
 from pipelines.shards import (
     CROP_SIZE,
     IMAGE_CODECS,
+    JPEG_QUALITY,
     SCHEMA,
     SCHEMA_VERSION,
     STILL_FRAME_INDEX,
@@ -60,7 +61,8 @@ IDENTITY_AFFINE = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 FULL_CROP_BOX = np.array([0.0, 0.0, float(CROP_SIZE), float(CROP_SIZE)])
 DEFAULTS: dict[str, Any] = {
     "out": "data/shards",
-    "image_codec": "jpeg",  # png (lossless) | jpeg (quality 95)
+    "image_codec": "jpeg",  # png (lossless) | jpeg
+    "jpeg_quality": 95,  # JPEG quality of the crops (1-100); lower = smaller shards (e.g. to carry them to a GPU)
     "box_expand": 1.1,  # 300-W stills: landmark box side x this = detector-like box (then x1.2 crop)
     "rows_per_shard": 1024,
     "row_group_size": 128,
@@ -79,6 +81,9 @@ def preprocess_settings(params: Mapping[str, Any], where: str = "params.yaml") -
     cfg = merge_settings(DEFAULTS, params_section(params, "preprocess", where), f"{where}: preprocess")
     if cfg["image_codec"] not in IMAGE_CODECS:
         raise ValueError(f"{where}: preprocess.image_codec must be one of {IMAGE_CODECS}, got {cfg['image_codec']!r}")
+    q = cfg["jpeg_quality"]
+    if not isinstance(q, int) or isinstance(q, bool) or not 1 <= q <= 100:
+        raise ValueError(f"{where}: preprocess.jpeg_quality must be an integer in 1..100, got {q!r}")
     for key in ("rows_per_shard", "row_group_size", "stills_per_task"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"{where}: preprocess.{key} must be an integer >= 1, got {cfg[key]!r}")
@@ -166,7 +171,7 @@ def build_tasks(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str, 
         for split, entry in g.splits.items()
         for vid in entry["items"]
     ]
-    common = {"codec": cfg["image_codec"], "n_landmarks": prep.n_landmarks}
+    common = {"codec": cfg["image_codec"], "quality": cfg["jpeg_quality"], "n_landmarks": prep.n_landmarks}
     units = sorted([*stills, *videos], key=lambda s: (s["split"], s["dataset"], s["source_id"]))
     tasks: list[dict[str, Any]] = []
     for spec in units:
@@ -194,7 +199,7 @@ def _read_bytes(path: str) -> bytes:
         raise DataError(path, f"cannot read image ({err.__class__.__name__})") from None
 
 
-def process_still(spec: Mapping[str, Any], codec: str, n_landmarks: int) -> dict[str, Any]:
+def process_still(spec: Mapping[str, Any], codec: str, n_landmarks: int, quality: int = JPEG_QUALITY) -> dict[str, Any]:
     """Crop one still; return its shard row. ``ValueError`` (``DataError``) for a bad item."""
     path = spec["path"]
     lm = np.asarray(spec["landmarks"], dtype=np.float64)
@@ -211,7 +216,8 @@ def process_still(spec: Mapping[str, Any], codec: str, n_landmarks: int) -> dict
             raise DataError(
                 path, f"precropped image must be {CROP_SIZE}x{CROP_SIZE} 8-bit RGB, got {img.shape} {img.dtype}"
             )
-        encoded = data if image_codec_of(data) == codec else encode_image(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), codec)
+        same_codec = image_codec_of(data) == codec  # precropped files keep their bytes
+        encoded = data if same_codec else encode_image(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), codec, quality)
         affine, box, crop_lm = IDENTITY_AFFINE, FULL_CROP_BOX, lm
     else:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -220,7 +226,7 @@ def process_still(spec: Mapping[str, Any], codec: str, n_landmarks: int) -> dict
         box = np.asarray(spec["box"], dtype=np.float64)
         validate_box(box, (img.shape[1], img.shape[0]), name=f"{path}: box")
         crop, affine = crop_face(img, box)
-        encoded, crop_lm = encode_image(crop, codec), apply_affine(affine, lm)
+        encoded, crop_lm = encode_image(crop, codec, quality), apply_affine(affine, lm)
     return make_row(
         encoded,
         crop_lm,
@@ -233,7 +239,9 @@ def process_still(spec: Mapping[str, Any], codec: str, n_landmarks: int) -> dict
     )
 
 
-def process_video(spec: Mapping[str, Any], codec: str, n_landmarks: int) -> list[dict[str, Any]]:
+def process_video(
+    spec: Mapping[str, Any], codec: str, n_landmarks: int, quality: int = JPEG_QUALITY
+) -> list[dict[str, Any]]:
     """Decode one video once and crop every frame; return its rows in frame order (``DataError`` if bad)."""
     clip = load_wflw_v_clip(spec["root"], spec["source_id"], n_points=n_landmarks, decode=False)
     n = len(clip.landmarks)
@@ -244,7 +252,7 @@ def process_video(spec: Mapping[str, Any], codec: str, n_landmarks: int) -> list
         crop, affine = crop_face(frame, clip.boxes[t])
         rows.append(
             make_row(
-                encode_image(crop, codec),
+                encode_image(crop, codec, quality),
                 apply_affine(affine, clip.landmarks[t]),
                 affine,
                 clip.boxes[t],
@@ -284,9 +292,9 @@ def run_task(task: Mapping[str, Any]) -> list[dict[str, Any]]:
     for spec in task["items"]:
         try:
             if task["kind"] == "video":
-                got = process_video(spec, task["codec"], task["n_landmarks"])
+                got = process_video(spec, task["codec"], task["n_landmarks"], task.get("quality", JPEG_QUALITY))
             else:
-                got = [process_still(spec, task["codec"], task["n_landmarks"])]
+                got = [process_still(spec, task["codec"], task["n_landmarks"], task.get("quality", JPEG_QUALITY))]
         except (ValueError, OSError, cv2.error) as err:
             rows.append(_bad_row(spec, err))
         else:
@@ -382,6 +390,7 @@ def _finish(
         "source": prep.source,
         "n_landmarks": prep.n_landmarks,
         "image_codec": cfg["image_codec"],
+        "jpeg_quality": cfg["jpeg_quality"],
         "splits": splits,
         "rows": rows,
         "bad_items": [*prep.bad_items, *bad],

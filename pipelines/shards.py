@@ -60,8 +60,8 @@ _NO_STATS = ("image", "landmarks", "affine", "box")  # statistics of these colum
 
 
 # ------------------------------------------------------------------------------------------------ images
-def encode_image(rgb: np.ndarray, codec: str) -> bytes:
-    """Encode a (256, 256, 3) uint8 RGB crop as PNG (lossless) or JPEG at quality 95."""
+def encode_image(rgb: np.ndarray, codec: str, quality: int = JPEG_QUALITY) -> bytes:
+    """Encode a (256, 256, 3) uint8 RGB crop as PNG (lossless) or JPEG at ``quality`` (1-100, default 95)."""
     img = np.asarray(rgb)
     if img.shape != (CROP_SIZE, CROP_SIZE, 3) or img.dtype != np.uint8:
         raise ValueError(f"crop must be ({CROP_SIZE}, {CROP_SIZE}, 3) uint8, got {img.shape} {img.dtype}")
@@ -70,7 +70,7 @@ def encode_image(rgb: np.ndarray, codec: str) -> bytes:
             ".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
         )
     elif codec == "jpeg":
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     else:
         raise ValueError(f"image codec must be one of {IMAGE_CODECS}, got {codec!r}")
     if not ok:

@@ -169,6 +169,9 @@ def test_expand_box_and_settings() -> None:
         preprocess_settings({"preprocess": {"image_codec": "webp"}})
     with pytest.raises(ValueError, match="unknown key"):
         preprocess_settings({"preprocess": {"rows_per_shards": 3}})
+    for bad in (0, 101, 90.5, True):
+        with pytest.raises(ValueError, match="jpeg_quality"):
+            preprocess_settings({"preprocess": {"jpeg_quality": bad}})
 
 
 def test_build_tasks_sorts_and_chunks_by_split(raw) -> None:

@@ -66,6 +66,10 @@ def test_png_round_trip_is_exact_and_jpeg_is_close() -> None:
     np.testing.assert_array_equal(decode_image(png), img)
     err = np.abs(decode_image(jpg).astype(int) - img.astype(int))
     assert err.mean() < 2.0 and err.max() > 0  # JPEG-95: close, not exact
+    # a lower quality gives a smaller file that decodes less exactly (and the default is quality 95)
+    jpg60 = encode_image(img, "jpeg", quality=60)
+    assert encode_image(img, "jpeg", quality=95) == jpg and len(jpg60) < len(jpg)
+    assert np.abs(decode_image(jpg60).astype(int) - img.astype(int)).mean() > err.mean()
     with pytest.raises(ValueError, match="codec"):
         encode_image(img, "webp")
     with pytest.raises(ValueError, match="256"):
