@@ -243,7 +243,7 @@ def process_video(
     spec: Mapping[str, Any], codec: str, n_landmarks: int, quality: int = JPEG_QUALITY
 ) -> list[dict[str, Any]]:
     """Decode one video once and crop every frame; return its rows in frame order (``DataError`` if bad)."""
-    clip = load_wflw_v_clip(spec["root"], spec["source_id"], n_points=n_landmarks, decode=False)
+    clip = load_wflw_v_clip(spec["root"], spec["source_id"], n_points=n_landmarks, decode=False, require_boxes=False)
     n = len(clip.landmarks)
     rows: list[dict[str, Any]] = []
     for t, frame in enumerate(iter_frames(clip.path, strict=True)):

@@ -7,7 +7,8 @@
 - ``detector``: a real face detector (:func:`ldeq_core.face_detect.make_detector`) on every frame, its boxes grown
   to the dataset's convention; the detection overlapping the previous frame's box is kept (the first frame is
   matched to the given box, so the scored face is the annotated one), and the previous box is held when the
-  detector misses the face.
+  detector misses the face. Frames before the face's first detection take that detection. A clip without a
+  bboxes file always takes this track, its first-frame face picked by the ground-truth landmark box.
 """
 
 from __future__ import annotations
@@ -35,9 +36,14 @@ def smoothed_boxes(boxes: np.ndarray, fps: float) -> np.ndarray:
 
 
 def detector_boxes(frames_bgr: Sequence[np.ndarray], given: np.ndarray, detector: Any) -> np.ndarray:
-    """(T, 4) detector boxes following the annotated face (see the module docstring)."""
-    out = np.zeros((len(frames_bgr), 4))
+    """(T, 4) detector boxes following the annotated face (see the module docstring).
+
+    ``given[0]`` only picks which face to follow: frames before the face's first detection take that first
+    detection (backfilled), so no box comes from the annotations. ``ValueError`` if the face is never detected.
+    """
+    out = np.full((len(frames_bgr), 4), np.nan)
     ref = np.asarray(given[0], dtype=np.float64)[:4]
+    first: int | None = None
     for t, frame in enumerate(frames_bgr):
         dets = np.asarray(detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), dtype=np.float64).reshape(-1, 5)
         if len(dets):
@@ -45,7 +51,12 @@ def detector_boxes(frames_bgr: Sequence[np.ndarray], given: np.ndarray, detector
             score = affinity_matrix(ref[None], cand)[0]
             if score.max() >= MIN_AFFINITY:
                 ref = cand[int(score.argmax())]
-        out[t] = ref
+                first = t if first is None else first
+        if first is not None:
+            out[t] = ref
+    if first is None:
+        raise ValueError(f"the face detector found no face overlapping the annotated face in {len(frames_bgr)} frames")
+    out[:first] = out[first]
     return out
 
 

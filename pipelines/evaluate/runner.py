@@ -112,14 +112,19 @@ def decode_video(ref: VideoRef, crop_size: int, extra_scale: float = 1.2, box_so
     """Load a clip, decode every frame and crop it around its box (spec §5.4); ``DataError`` on any mismatch.
 
     ``box_source`` picks the box track (:mod:`pipelines.evaluate.boxes`): the given boxes, smoothed, or a detector's.
+    A clip without a bboxes file always uses the detector, anchored on its first frame's ground-truth face.
     """
-    clip = load_wflw_v_clip(ref.root, ref.video_id, n_points=None, decode=False)
+    clip = load_wflw_v_clip(ref.root, ref.video_id, n_points=None, decode=False, require_boxes=False)
     frames = list(clip.frames())
     if len(frames) > len(clip.boxes):
         raise DataError(clip.path, f"video has more frames than its {len(clip.boxes)} annotations")
     if len(frames) != len(clip.landmarks):
         raise DataError(clip.path, f"decoded {len(frames)} frames but the annotations have {len(clip.landmarks)}")
-    boxes = select_boxes(box_source, frames, clip.boxes[: len(frames)], float(clip.fps))
+    source = box_source if clip.boxes_given else "detector"
+    try:
+        boxes = select_boxes(source, frames, clip.boxes[: len(frames)], float(clip.fps))
+    except ValueError as err:
+        raise DataError(clip.path, str(err)) from None
     crops, affines = zip(
         *(crop_face(f, b, crop_size, extra_scale) for f, b in zip(frames, boxes, strict=True)), strict=True
     )

@@ -3,6 +3,10 @@
 ``landmarks/<id>.npy`` is (T, L, 2) float (x, y) in frame pixels, L = 98 for WFLW-V (68 allowed for
 animated stills of 300-W); ``bboxes/<id>.npy`` is (T, >=4) with x1, y1, x2, y2 first. Readers verify
 that the video decodes to exactly T frames (spec §10.10) and that the annotations are sane.
+
+A clip without a ``bboxes`` file loads with ``require_boxes=False``: its boxes are then the tight landmark box of
+each frame grown by :data:`LANDMARK_BOX_EXPAND` (the 300-W convention) and ``VideoClip.boxes_given`` is False, so
+that the evaluation stage finds the face with the detector instead (:mod:`pipelines.evaluate.boxes`).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ldeq_core.geometry import landmarks_to_box
 from ldeq_core.npyio import load_npy
 from pipelines.formats.atomic import save_npy_atomic
 from pipelines.formats.errors import BadItem, DataError
 from pipelines.formats.video_io import VideoInfo, iter_frames, probe_video, verify_video, write_video
 
 N_POINTS = 98
+LANDMARK_BOX_EXPAND = 1.1  # boxes of a clip without a bboxes file: landmark box x 1.1 (the 300-W convention)
 PathLike = str | os.PathLike[str]
 
 
@@ -34,6 +40,7 @@ class VideoClip:
     fps: float
     n_frames: int
     frame_size: tuple[int, int]  # (width, height)
+    boxes_given: bool = True  # False: no bboxes file, ``boxes`` are grown ground-truth landmark boxes
 
     def frames(self) -> Iterator[np.ndarray]:
         """Decode the clip's BGR frames (strict: a truncated file raises ``DataError``)."""
@@ -110,16 +117,24 @@ def check_boxes(path: PathLike, boxes: np.ndarray, frame_size: tuple[int, int] |
             )
 
 
-def load_wflw_v_clip(root: PathLike, vid_id: str, *, n_points: int | None = N_POINTS, decode: bool = True) -> VideoClip:
+def load_wflw_v_clip(
+    root: PathLike,
+    vid_id: str,
+    *,
+    n_points: int | None = N_POINTS,
+    decode: bool = True,
+    require_boxes: bool = True,
+) -> VideoClip:
     """Load and validate clip ``vid_id``; any problem raises ``DataError`` naming the file.
 
     With ``decode`` every frame is decoded to count frames exactly; otherwise the container's declared
-    count is trusted.
+    count is trusted. Without ``require_boxes`` a missing bboxes file is allowed (see the module docstring).
     """
     video, lm_path, box_path = clip_paths(root, vid_id)
     landmarks = _load_npy(lm_path)
     check_landmarks(lm_path, landmarks, n_points)
-    boxes = _load_npy(box_path)
+    boxes_given = require_boxes or box_path.exists()
+    boxes = _load_npy(box_path) if boxes_given else landmark_boxes(landmarks)
     info: VideoInfo = verify_video(video) if decode else probe_video(video)
     if info.n_frames <= 0:
         raise DataError(video, "video has no frames")
@@ -128,18 +143,31 @@ def load_wflw_v_clip(root: PathLike, vid_id: str, *, n_points: int | None = N_PO
         raise DataError(box_path, f"{len(boxes)} boxes but {len(landmarks)} landmark frames")
     if info.n_frames != len(landmarks):
         raise DataError(video, f"video has {info.n_frames} frames but the annotations have {len(landmarks)}")
-    return VideoClip(vid_id, video, landmarks, boxes[:, :4].copy(), info.fps, info.n_frames, (info.width, info.height))
+    size = (info.width, info.height)
+    return VideoClip(vid_id, video, landmarks, boxes[:, :4].copy(), info.fps, info.n_frames, size, boxes_given)
+
+
+def landmark_boxes(landmarks: np.ndarray, expand: float = LANDMARK_BOX_EXPAND) -> np.ndarray:
+    """(T, 4) boxes: each frame's tight landmark box grown by ``expand`` about its centre."""
+    tight = landmarks_to_box(np.asarray(landmarks, dtype=np.float64))
+    centre, half = (tight[:, :2] + tight[:, 2:]) / 2.0, (tight[:, 2:] - tight[:, :2]) / 2.0 * expand
+    return np.concatenate([centre - half, centre + half], axis=1)
 
 
 def scan_wflw_v(
-    root: PathLike, ids: Iterable[str] | None = None, *, n_points: int | None = N_POINTS, decode: bool = True
+    root: PathLike,
+    ids: Iterable[str] | None = None,
+    *,
+    n_points: int | None = N_POINTS,
+    decode: bool = True,
+    require_boxes: bool = True,
 ) -> tuple[list[VideoClip], list[BadItem]]:
     """Load every clip (``ids`` or ``list_wflw_v(root)``); return (good clips, bad ids with reasons)."""
     good: list[VideoClip] = []
     bad: list[BadItem] = []
     for vid in list_wflw_v(root) if ids is None else ids:
         try:
-            good.append(load_wflw_v_clip(root, vid, n_points=n_points, decode=decode))
+            good.append(load_wflw_v_clip(root, vid, n_points=n_points, decode=decode, require_boxes=require_boxes))
         except DataError as err:
             bad.append(BadItem.from_error(vid, err))
     return good, bad

@@ -139,6 +139,26 @@ def test_wflw_v_round_trip(tmp_path: Path) -> None:
     assert load_wflw_v_clip(tmp_path, "-abc_DEF123").boxes.shape == (6, 4)
 
 
+def test_wflw_v_missing_boxes_are_an_error_unless_allowed(tmp_path: Path) -> None:
+    frames, lms, boxes = _clip()
+    write_video_clip(tmp_path, "nobox", frames, lms, boxes, fps=30)
+    bx = tmp_path / "bboxes" / "nobox.npy"
+    bx.unlink()
+    with pytest.raises(DataError, match="does not exist") as err:
+        load_wflw_v_clip(tmp_path, "nobox")
+    assert err.value.path == str(bx)
+    clip = load_wflw_v_clip(tmp_path, "nobox", require_boxes=False)
+    assert not clip.boxes_given
+    # by hand: the tight landmark box of each frame grown by 1.1 about its centre
+    lo, hi = lms.min(1), lms.max(1)
+    centre, half = (lo + hi) / 2, (hi - lo) / 2 * 1.1
+    np.testing.assert_allclose(clip.boxes, np.concatenate([centre - half, centre + half], 1), rtol=0, atol=1e-9)
+    assert [c.id for c in scan_wflw_v(tmp_path, require_boxes=False)[0]] == ["nobox"]
+    assert [b.item for b in scan_wflw_v(tmp_path)[1]] == ["nobox"]
+    write_video_clip(tmp_path, "withbox", frames, lms, boxes, fps=30)
+    assert load_wflw_v_clip(tmp_path, "withbox", require_boxes=False).boxes_given
+
+
 def test_wflw_v_landmark_count_parameter(tmp_path: Path) -> None:
     write_video_clip(tmp_path, "v68", *_clip(n_points=68), fps=30)
     assert load_wflw_v_clip(tmp_path, "v68", n_points=68).landmarks.shape == (6, 68, 2)
