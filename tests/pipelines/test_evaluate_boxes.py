@@ -45,11 +45,12 @@ def test_detector_track_backfills_before_the_first_detection_and_needs_the_face(
     face = np.array([100.0, 80.0, 200.0, 180.0, 0.9])
     given = np.tile(grow_box(face, DETECTOR_BOX_EXPAND) + 3.0, (4, 1))  # only picks the face, never output
     frames = [np.zeros((240, 480, 3), np.uint8)] * 4
-    script = [np.zeros((0, 5)), np.zeros((0, 5)), face[None], (face + [5, 0, 5, 0, 0])[None]]
+    moved = face + np.array([5.0, 0.0, 5.0, 0.0, 0.0])
+    script = [np.zeros((0, 5)), np.zeros((0, 5)), face[None], moved[None]]
     out = detector_boxes(frames, given, Scripted(script))
     first = grow_box(face, DETECTOR_BOX_EXPAND)
     np.testing.assert_allclose(out[:3], [first] * 3)
-    np.testing.assert_allclose(out[3], grow_box(face + [5, 0, 5, 0, 0], DETECTOR_BOX_EXPAND))
+    np.testing.assert_allclose(out[3], grow_box(moved, DETECTOR_BOX_EXPAND))
     elsewhere = np.array([[300.0, 80.0, 400.0, 180.0, 0.99]])
     with pytest.raises(ValueError, match="no face overlapping the annotated face in 4 frames"):
         detector_boxes(frames, given, Scripted([elsewhere] * 4))
