@@ -5,14 +5,16 @@ vectorised over the trailing shape. Each comes in two forms:
 - a streaming object with ``reset()`` and ``update(x_t) -> filtered_t`` (``x_t`` of shape (...));
 - an offline function (``ema_filter``, ``one_euro_filter``, ``kalman_filter``) returning an array of the
   signal's shape, equal to a streaming run from a fresh state.
-All filters output their first sample unchanged and compute in float64. ``make_filter(name, **params)``
-builds a streaming filter by name for the evaluation stage and the HTTP service.
+All filters output their first sample unchanged and compute in float64. :data:`FILTERS` is the registry (streaming
+class, offline function, parameters with defaults and tuning grids); ``make_filter(name, **params)`` and
+``apply_filter(name, params, signal, fps)`` build or run a filter by name.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -183,22 +185,112 @@ def kalman_filter(signal: np.ndarray, q: float, r: float) -> np.ndarray:
     return run_filter(KalmanFilter(q, r), signal)
 
 
-FILTERS: dict[str, Callable[..., TemporalFilter]] = {
-    "none": IdentityFilter,
-    "ema": EMAFilter,
-    "one_euro": OneEuroFilter,
-    "kalman": KalmanFilter,
+@dataclass(frozen=True)
+class FilterParam:
+    """One tunable parameter: its streaming default and the grid the evaluation tunes over."""
+
+    name: str
+    default: float
+    grid: tuple[float, ...]
+    doc: str
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """A registered filter: the streaming class, the offline function, its parameters and whether it needs the
+    frame rate (``freq``, taken from the video). Everything else (the evaluation's filtered methods and tuning
+    grids, Serve's option validation and OpenAPI enum, ``ldeq track``'s defaults) derives from :data:`FILTERS`.
+    """
+
+    name: str
+    factory: Callable[..., TemporalFilter]
+    offline: Callable[..., np.ndarray]
+    params: tuple[FilterParam, ...] = ()
+    needs_freq: bool = False
+    description: str = ""
+
+    def defaults(self) -> dict[str, float]:
+        """Streaming defaults (without ``freq``)."""
+        return {p.name: p.default for p in self.params}
+
+    def grid(self) -> dict[str, list[float]]:
+        """The default tuning grid: parameter -> candidate values."""
+        return {p.name: list(p.grid) for p in self.params}
+
+    def kwargs(self, params: Mapping[str, float], fps: float | None = None) -> dict[str, float]:
+        """``params`` over the defaults, with ``freq`` = ``fps`` for a filter that needs the frame rate."""
+        out = {**self.defaults(), **params}
+        if self.needs_freq and "freq" not in out:
+            if fps is None or not fps > 0 or not math.isfinite(fps):
+                raise ValueError(f"the {self.name} filter needs the frame rate, got fps={fps}")
+            out["freq"] = float(fps)
+        return out
+
+
+def _identity(signal: np.ndarray) -> np.ndarray:
+    return _as_signal(signal).copy()
+
+
+FILTERS: dict[str, FilterSpec] = {
+    spec.name: spec
+    for spec in (
+        FilterSpec("none", IdentityFilter, _identity, description="no filtering"),
+        FilterSpec(
+            "ema",
+            EMAFilter,
+            ema_filter,
+            (FilterParam("alpha", 0.5, (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "weight of the new sample, (0, 1]"),),
+            description="exponential moving average",
+        ),
+        FilterSpec(
+            "one_euro",
+            OneEuroFilter,
+            one_euro_filter,
+            (
+                FilterParam("min_cutoff", 1.0, (0.3, 1.0, 3.0, 10.0), "minimum cutoff, Hz"),
+                FilterParam("beta", 0.05, (0.0, 0.003, 0.03, 0.3), "speed coefficient, 1 / pixel"),
+            ),
+            needs_freq=True,
+            description="One Euro (Casiez et al. 2012); freq = the video's frame rate",
+        ),
+        FilterSpec(
+            "kalman",
+            KalmanFilter,
+            kalman_filter,
+            (
+                FilterParam("q", 1.0, (0.01, 0.1, 1.0, 10.0), "process (acceleration) variance, pixel^2"),
+                FilterParam("r", 16.0, (1.0, 4.0, 16.0), "measurement variance, pixel^2"),
+            ),
+            description="constant-velocity Kalman",
+        ),
+    )
 }
+FILTER_NAMES: tuple[str, ...] = tuple(FILTERS)  # "none" first
+SMOOTHING_FILTERS: tuple[str, ...] = tuple(n for n in FILTERS if n != "none")
+
+
+def filter_spec(name: str) -> FilterSpec:
+    """The registered filter ``name``; ``ValueError`` naming the known ones."""
+    if name not in FILTERS:
+        raise ValueError(f"name: unknown filter {name!r}, expected one of {sorted(FILTERS)}")
+    return FILTERS[name]
 
 
 def make_filter(name: str, **params: Any) -> TemporalFilter:
-    """Build a streaming filter by name ("none", "ema", "one_euro", "kalman") with keyword parameters.
+    """Build a streaming filter by name (see :data:`FILTERS`) with keyword parameters.
 
     Raises ``ValueError`` for an unknown name, an unknown or missing parameter, or an out-of-range value.
     """
-    if name not in FILTERS:
-        raise ValueError(f"name: unknown filter {name!r}, expected one of {sorted(FILTERS)}")
+    spec = filter_spec(name)
     try:
-        return FILTERS[name](**params)
+        return spec.factory(**params)
     except TypeError as exc:  # unknown or missing keyword
         raise ValueError(f"params: bad parameters {sorted(params)} for filter {name!r}: {exc}") from exc
+
+
+def apply_filter(name: str, params: Mapping[str, float], signal: np.ndarray, fps: float | None = None) -> np.ndarray:
+    """Offline filter of a (T, ...) signal by name: ``params`` over the defaults, ``freq`` from ``fps``."""
+    spec = filter_spec(name)
+    kwargs = spec.kwargs(params, fps)
+    make_filter(name, **kwargs)  # validates names and ranges with the streaming class's messages
+    return spec.offline(signal, **kwargs)

@@ -21,15 +21,11 @@ import torch
 
 from ldeq_core.checkpoints import LoadedCheckpoint, load_checkpoint
 from ldeq_core.face_tracking import FaceResult, FaceTrackingConfig, MultiFaceTracker
+from ldeq_core.filters import FILTERS
 from ldeq_core.rwr import RwRConfig, RwRTracker
 
-FILTER_DEFAULTS: dict[str, dict[str, float]] = {
-    # Streaming defaults when no parameters are given; ``freq`` (frames per second) is added from the video.
-    "none": {},
-    "ema": {"alpha": 0.5},
-    "one_euro": {"min_cutoff": 1.0, "beta": 0.05},
-    "kalman": {"q": 1.0, "r": 16.0},
-}
+# Streaming defaults when no parameters are given (the registry's); ``freq`` (frames per second) comes from the video.
+FILTER_DEFAULTS: dict[str, dict[str, float]] = {name: spec.defaults() for name, spec in FILTERS.items()}
 
 
 @dataclass(frozen=True)
@@ -56,12 +52,7 @@ class VideoSettings:
 
     def filter_kwargs(self, fps: float) -> dict[str, float]:
         """The filter's parameters: the defaults overridden by ``filter_params``, plus ``freq`` for One Euro."""
-        params = {**FILTER_DEFAULTS[self.filter], **self.filter_params}
-        if self.filter == "one_euro":
-            if not fps > 0:
-                raise ValueError(f"the one_euro filter needs the frame rate, got fps={fps}")
-            params.setdefault("freq", float(fps))
-        return params
+        return FILTERS[self.filter].kwargs(self.filter_params, fps)
 
 
 def resolve_device(device: str) -> torch.device:

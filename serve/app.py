@@ -33,6 +33,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ldeq_core.filters import FILTER_NAMES, FILTERS
 from serve import runtime
 from serve.batching import FrameBatcher
 from serve.errors import ServiceError, bad_request, unprocessable
@@ -63,6 +64,16 @@ api = FastAPI(
     description="Post videos, get per-frame facial landmarks in original-frame pixels. Errors: "
     '`{"error": code, "detail": message}`. Auth: `Authorization: Bearer <token>` when the service has a token.',
 )
+
+
+def _filter_params_doc() -> str:
+    """OpenAPI text of ``filter_params``: every registered filter's parameters and defaults."""
+    parts = [
+        f"{json.dumps(spec.defaults())} ({name}{'; freq defaults to the video fps' if spec.needs_freq else ''})"
+        for name, spec in FILTERS.items()
+        if spec.params
+    ]
+    return "JSON object of the filter's parameters; defaults: " + ", ".join(parts)
 
 
 def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -186,12 +197,8 @@ SCORE_OPENAPI: dict[str, Any] = {
                         },
                         "mode": {"type": "string", "enum": ["rwr", "per_frame"]},
                         "budget_nfe": {"type": "integer", "minimum": 1, "maximum": 64},
-                        "filter": {"type": "string", "enum": ["none", "ema", "one_euro", "kalman"]},
-                        "filter_params": {
-                            "type": "string",
-                            "description": 'JSON object, e.g. {"alpha": 0.5} (ema), {"min_cutoff": 1, "beta": 0.01} '
-                            '(one_euro; freq defaults to the video fps), {"q": 0.01, "r": 1} (kalman)',
-                        },
+                        "filter": {"type": "string", "enum": list(FILTER_NAMES)},
+                        "filter_params": {"type": "string", "description": _filter_params_doc()},
                         "output": {"type": "string", "enum": ["json", "npz"], "default": "json"},
                     },
                 }

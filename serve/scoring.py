@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ldeq_core.filters import make_filter, run_filter
 from ldeq_core.metrics import video_nme, video_nmf
@@ -22,9 +22,7 @@ from serve.detector import FaceTrack, GivenBoxes, HaarFaceDetector, find_first_f
 from serve.errors import ServiceError, bad_request, unprocessable
 from serve.faces import track_faces
 from serve.inputs import VideoFacts, check_boxes, check_landmarks, probe_and_verify
-from serve.settings import ServeSettings
-
-FilterName = Literal["none", "ema", "one_euro", "kalman"]
+from serve.settings import ServeSettings, check_filter_name
 
 
 class ScoreOptions(BaseModel):
@@ -34,8 +32,13 @@ class ScoreOptions(BaseModel):
 
     mode: Literal["rwr", "per_frame"] | None = None
     budget_nfe: int | None = Field(None, ge=1, le=64)
-    filter: FilterName = "none"
+    filter: str = "none"  # a name of ldeq_core.filters.FILTERS
     filter_params: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("filter")
+    @classmethod
+    def _known_filter(cls, v: str) -> str:
+        return check_filter_name(v)
 
 
 def parse_options(raw: dict[str, Any], where: str = "options") -> ScoreOptions:

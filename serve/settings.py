@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from ldeq_core.filters import FILTER_NAMES
 from ldeq_core.inference import DEFAULT_STATIC_BATCHES, InferencePolicy
 
 DEFAULT_TOKEN_ENV = "LDEQ_SERVE_TOKEN"
+
+
+def check_filter_name(name: str) -> str:
+    """``name`` if it is a registered filter (``ldeq_core.filters.FILTERS``), else ``ValueError`` naming them."""
+    if name not in FILTER_NAMES:
+        raise ValueError(f"unknown filter {name!r}, expected one of {list(FILTER_NAMES)}")
+    return name
 
 
 class _Section(BaseModel):
@@ -59,9 +67,14 @@ class RwRDefaults(_Section):
     extra_scale: float = Field(1.2, gt=0.0)
     # crop-invariant recurrence: the previous equilibrium is warped into the current crop (studies/rwr_real_faces)
     warp_state: bool = True
-    # the streaming filter applied when a request names none ("none" | ema | one_euro | kalman) and its parameters
-    filter: Literal["none", "ema", "one_euro", "kalman"] = "none"
+    # the streaming filter applied when a request names none (a name of ldeq_core.filters.FILTERS) and its parameters
+    filter: str = "none"
     filter_params: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("filter")
+    @classmethod
+    def _known_filter(cls, v: str) -> str:
+        return check_filter_name(v)
 
 
 class BatchSettings(_Section):

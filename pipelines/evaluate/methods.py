@@ -22,13 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
-from ldeq_core.filters import ema_filter, kalman_filter, one_euro_filter
+from ldeq_core.filters import SMOOTHING_FILTERS
 from ldeq_core.rwr import RwRConfig
 
 PER_FRAME = "per_frame"
-FILTER_NAMES = ("ema", "one_euro", "kalman")
+FILTER_NAMES = SMOOTHING_FILTERS  # the registry's filters (ldeq_core.filters.FILTERS), "none" excluded
 
 
 @dataclass(frozen=True)
@@ -183,20 +181,6 @@ def build_methods(settings: MethodSettings, crop_size: int) -> list[Method]:
 def primary_rwr(settings: MethodSettings) -> str:
     """The RwR method compared against the baselines in the report."""
     return rwr_name(settings.primary_budget, warp=settings.primary_warp)
-
-
-def apply_filter(filter_name: str, params: Mapping[str, float], landmarks: np.ndarray, fps: float) -> np.ndarray:
-    """Smooth a (T, L, 2) landmark track offline with ``filter_name`` and ``params``.
-
-    One Euro takes its sampling frequency from the clip's ``fps``; EMA and Kalman work per frame.
-    """
-    if filter_name == "ema":
-        return ema_filter(landmarks, **params)
-    if filter_name == "one_euro":
-        return one_euro_filter(landmarks, freq=float(fps), **params)
-    if filter_name == "kalman":
-        return kalman_filter(landmarks, **params)
-    raise ValueError(f"filter: unknown filter {filter_name!r}, expected one of {list(FILTER_NAMES)}")
 
 
 def trackers(methods: Sequence[Method]) -> list[Method]:

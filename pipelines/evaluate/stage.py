@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ldeq_core.filters import apply_filter
 from ldeq_core.inference import InferencePolicy
 from ldeq_core.metrics import ced_curve, video_nme
 from pipelines.evaluate.boxes import BOX_SOURCES
@@ -55,7 +56,6 @@ from pipelines.evaluate.methods import (
     PER_FRAME,
     Method,
     MethodSettings,
-    apply_filter,
     build_methods,
     method_settings,
     primary_rwr,

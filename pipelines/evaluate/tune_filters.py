@@ -27,14 +27,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ldeq_core.filters import FILTERS, apply_filter
 from ldeq_core.metrics import video_nme, video_nmf
-from pipelines.evaluate.methods import FILTER_NAMES, apply_filter
+from pipelines.evaluate.methods import FILTER_NAMES
 
-DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
-    "ema": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]},
-    "one_euro": {"min_cutoff": [0.3, 1.0, 3.0, 10.0], "beta": [0.0, 0.003, 0.03, 0.3]},
-    "kalman": {"q": [0.01, 0.1, 1.0, 10.0], "r": [1.0, 4.0, 16.0]},
-}
+DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {name: FILTERS[name].grid() for name in FILTER_NAMES}
 OBJECTIVES = ("constrained", "weighted")
 
 

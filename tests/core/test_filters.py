@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -9,15 +10,20 @@ import numpy as np
 import pytest
 
 from ldeq_core.filters import (
+    FILTER_NAMES,
+    FILTERS,
+    SMOOTHING_FILTERS,
     EMAFilter,
     IdentityFilter,
     KalmanFilter,
     OneEuroFilter,
     TemporalFilter,
+    apply_filter,
     ema_filter,
     kalman_filter,
     make_filter,
     one_euro_filter,
+    run_filter,
 )
 
 
@@ -180,3 +186,36 @@ def test_stream_rejects_shape_change_and_nan() -> None:
         kalman_filter(np.zeros((0, 3)), 0.1, 1.0)
     with pytest.raises(ValueError, match="signal: contains NaN"):
         ema_filter(np.array([0.0, np.inf]), 0.5)
+
+
+# ------------------------------------------------------------------------------------------- the registry
+@pytest.mark.parametrize("name", list(FILTERS))
+def test_registry_offline_equals_streaming_for_defaults_and_every_grid_point(name: str) -> None:
+    spec = FILTERS[name]
+    x = np.random.default_rng(3).normal(size=(9, 4, 2)) * 5.0
+    points = [dict(zip(spec.grid(), vals, strict=True)) for vals in itertools.product(*spec.grid().values())]
+    for params in [{}, *points]:
+        kwargs = spec.kwargs(params, fps=25.0)
+        assert ("freq" in kwargs) == spec.needs_freq and {**spec.defaults(), **params}.items() <= kwargs.items()
+        streamed = run_filter(make_filter(name, **kwargs), x)
+        np.testing.assert_allclose(apply_filter(name, params, x, 25.0), streamed, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(streamed[0], x[0])  # every filter passes its first sample through
+
+
+def test_registry_errors_and_what_derives_from_it() -> None:
+    with pytest.raises(ValueError, match="unknown filter 'median'"):
+        apply_filter("median", {}, np.zeros((3, 2)), 30.0)
+    with pytest.raises(ValueError, match="needs the frame rate"):
+        apply_filter("one_euro", {}, np.zeros((3, 2)), None)
+    with pytest.raises(ValueError, match="alpha"):
+        apply_filter("ema", {"alpha": 1.5}, np.zeros((3, 2)), 30.0)
+    from ldeq_core.landmarker import FILTER_DEFAULTS
+    from pipelines.evaluate.methods import FILTER_NAMES as EVAL_FILTERS
+    from pipelines.evaluate.tune_filters import DEFAULT_GRIDS
+    from serve.settings import check_filter_name
+
+    assert FILTER_NAMES[0] == "none" and SMOOTHING_FILTERS == FILTER_NAMES[1:] == EVAL_FILTERS
+    assert set(DEFAULT_GRIDS) == set(SMOOTHING_FILTERS) and set(FILTER_DEFAULTS) == set(FILTER_NAMES)
+    assert all(check_filter_name(n) == n for n in FILTER_NAMES)
+    with pytest.raises(ValueError, match="expected one of"):
+        check_filter_name("median")

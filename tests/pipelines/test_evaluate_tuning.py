@@ -7,9 +7,9 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import pytest
 
-from ldeq_core.filters import ema_filter, kalman_filter, one_euro_filter
+from ldeq_core.filters import apply_filter, ema_filter, kalman_filter, one_euro_filter
 from ldeq_core.metrics import video_nmf
-from pipelines.evaluate.methods import MethodSettings, apply_filter, build_methods, method_settings, trackers
+from pipelines.evaluate.methods import MethodSettings, build_methods, method_settings, trackers
 from pipelines.evaluate.tune_filters import TuneSettings, TuneTrack, split_tune_test, tune_filters, tune_settings
 
 
