@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 SolverMethod = Literal["fpi", "anderson"]
+SOLVER_METHODS: tuple[str, ...] = get_args(SolverMethod)  # ldeq_core.solvers.SOLVERS has one entry per name
 StopMode = Literal["abs", "rel"]
 GradMode = Literal["implicit", "one_step", "unrolled"]
 NormKind = Literal["gn", "bn", "none"]
@@ -35,8 +36,8 @@ class SolverConfig:
     upstream_one_less_step: bool = False
 
     def __post_init__(self) -> None:
-        if self.method not in ("fpi", "anderson"):
-            raise ValueError(f"solver.method must be 'fpi' or 'anderson', got {self.method!r}")
+        if self.method not in SOLVER_METHODS:
+            raise ValueError(f"solver.method must be one of {list(SOLVER_METHODS)}, got {self.method!r}")
         if self.stop_mode not in ("abs", "rel"):
             raise ValueError(f"solver.stop_mode must be 'abs' or 'rel', got {self.stop_mode!r}")
         if self.max_nfe < 1 or self.upstream_max_iters < 1:

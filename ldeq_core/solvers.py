@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from ldeq_core.config import SolverConfig
+from ldeq_core.config import SOLVER_METHODS, SolverConfig
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 _EPS = 1e-5
@@ -80,38 +81,16 @@ def solve(
     tol: float | torch.Tensor | None = None,
     trace: bool = False,
 ) -> tuple[torch.Tensor, SolverStats]:
-    """Solve ``z = f(z)`` from ``z0`` with the method in ``cfg``; overrides may be per-sample tensors (B,)."""
+    """Solve ``z = f(z)`` from ``z0`` with the method in ``cfg`` (:data:`SOLVERS`); overrides may be per-sample
+    tensors (B,) except in the upstream semantics, whose budget and tolerance are scalars."""
+    entry = SOLVERS[cfg.method]
     if cfg.upstream:
         iters = cfg.upstream_max_iters if max_nfe is None else int(max_nfe)
         eps = cfg.tol if tol is None else float(tol)
-        if cfg.method == "fpi":
-            return upstream_fixed_point(f, z0, iters, eps, cfg.stop_mode, trace=trace)
-        return upstream_anderson(
-            f,
-            z0,
-            iters,
-            eps,
-            cfg.stop_mode,
-            m=cfg.anderson_m,
-            lam=cfg.anderson_lam,
-            beta=cfg.anderson_beta,
-            trace=trace,
-        )
+        return entry.upstream(f, z0, iters, eps, cfg.stop_mode, trace=trace, **entry.options(cfg))
     budget = cfg.max_nfe if max_nfe is None else max_nfe
-    stop_tol = cfg.tol if tol is None else tol  # float or per-sample tensor (the upstream branch's eps is a float)
-    if cfg.method == "fpi":
-        return fixed_point(f, z0, budget, stop_tol, cfg.stop_mode, trace=trace)
-    return anderson(
-        f,
-        z0,
-        budget,
-        stop_tol,
-        cfg.stop_mode,
-        m=cfg.anderson_m,
-        lam=cfg.anderson_lam,
-        beta=cfg.anderson_beta,
-        trace=trace,
-    )
+    stop_tol = cfg.tol if tol is None else tol  # float or per-sample tensor
+    return entry.ours(f, z0, budget, stop_tol, cfg.stop_mode, trace=trace, **entry.options(cfg))
 
 
 def fixed_point(
@@ -310,3 +289,24 @@ def upstream_anderson(
     conv = torch.full((b,), lowest < eps, dtype=torch.bool, device=z0.device)
     nfe_t = torch.full((b,), nfe, dtype=torch.long, device=z0.device)
     return lowest_x.view(shape), SolverStats(nfe_t, low_a, low_r, conv, torch.stack(history) if history else None)
+
+
+@dataclass(frozen=True)
+class SolverEntry:
+    """A registered solver: its per-sample form (``ours``), its ``upstream`` form, and the method-specific keyword
+    arguments it takes from a :class:`~ldeq_core.config.SolverConfig`."""
+
+    ours: Callable[..., tuple[torch.Tensor, SolverStats]]
+    upstream: Callable[..., tuple[torch.Tensor, SolverStats]]
+    options: Callable[[SolverConfig], dict[str, Any]]
+
+
+def _anderson_options(cfg: SolverConfig) -> dict[str, Any]:
+    return {"m": cfg.anderson_m, "lam": cfg.anderson_lam, "beta": cfg.anderson_beta}
+
+
+SOLVERS: dict[str, SolverEntry] = {
+    "fpi": SolverEntry(fixed_point, upstream_fixed_point, lambda cfg: {}),
+    "anderson": SolverEntry(anderson, upstream_anderson, _anderson_options),
+}
+assert tuple(SOLVERS) == SOLVER_METHODS, "every SolverConfig.method needs a SOLVERS entry"

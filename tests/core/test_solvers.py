@@ -157,3 +157,31 @@ def test_config_validation() -> None:
         SolverConfig(method="broyden")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="budgets"):
         SolverConfig(max_nfe=0)
+
+
+def test_solve_dispatches_through_the_solvers_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ldeq_core.config import SOLVER_METHODS
+    from ldeq_core.solvers import SOLVERS, SolverEntry, solve
+
+    assert tuple(SOLVERS) == SOLVER_METHODS
+    with pytest.raises(ValueError, match=r"one of \['fpi', 'anderson'\]"):
+        SolverConfig(method="newton")  # type: ignore[arg-type]
+    calls: list[tuple[str, dict]] = []
+
+    def recording(kind: str):
+        def run(f, z0, budget, tol, stop_mode, *, trace=False, **opts):
+            calls.append((kind, {"budget": budget, "tol": tol, "stop_mode": stop_mode, **opts}))
+            return SOLVERS["fpi"].ours(f, z0, 1, 0.0)
+
+        return run
+
+    entry = SolverEntry(recording("ours"), recording("upstream"), lambda cfg: {"m": cfg.anderson_m})
+    monkeypatch.setitem(SOLVERS, "anderson", entry)
+    f = lambda z: 0.5 * z + 1.0  # noqa: E731
+    z0 = torch.zeros(2, 3)
+    solve(f, z0, SolverConfig(method="anderson", anderson_m=4, max_nfe=7, tol=1e-3))
+    solve(f, z0, SolverConfig(method="anderson", anderson_m=4, upstream=True, upstream_max_iters=3), tol=0.5)
+    assert calls == [
+        ("ours", {"budget": 7, "tol": 1e-3, "stop_mode": "rel", "m": 4}),
+        ("upstream", {"budget": 3, "tol": 0.5, "stop_mode": "rel", "m": 4}),
+    ]
