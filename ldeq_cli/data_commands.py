@@ -111,36 +111,56 @@ def wflw_v_cmd(
         "", help="a packaged WFLW-V archive (zip/tar/folder, URL or path) instead of downloading"
     ),
     url_template: str = typer.Option("https://www.youtube.com/watch?v={id}", help="video URL, {id} replaced"),
+    ids: list[str] = typer.Option(
+        [], help="comma-separated video ids (repeatable); an id starting with '-' as --ids=-abc"
+    ),
+    ids_file: Path | None = typer.Option(None, help="file with one video id per line"),
     split: str = typer.Option("all", help="easy | hard | all"),
     max_videos: int | None = typer.Option(None, help="download at most this many videos"),
+    video_format: str = typer.Option("", "--format", help="yt-dlp format selector (default: best mp4 with audio)"),
+    cookies: Path | None = typer.Option(None, help="cookies.txt for yt-dlp"),
     lists_dir: Path | None = typer.Option(None, help="folder with custom id/range lists (default: shipped)"),
     workers: int = typer.Option(4),
     retries: int = typer.Option(3),
+    backoff: float = typer.Option(1.0, help="base retry delay in seconds (doubles per retry)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="a progress bar"),
+    strict: bool = typer.Option(False, "--strict", help="exit 1 unless every video is usable"),
 ) -> None:
-    """Acquire WFLW-V: download + cut from YouTube (with the annotation archive), or install an archive."""
+    """Acquire WFLW-V: download + cut from YouTube (with the annotation archive), or install an archive.
+
+    Exit codes: 0 done, 1 with --strict when a video is unusable, 2 on bad input.
+    """
     from pipelines.acquire_wflw_v import acquire_from_archive, acquire_from_youtube
     from pipelines.wflw_v_lists import load_lists_from_dir, load_shipped_lists
 
+    common = {"workers": workers, "retries": retries, "backoff_s": backoff, "progress": progress}
     try:
         lists = load_lists_from_dir(lists_dir) if lists_dir else load_shipped_lists()
         if archive:
-            summary = acquire_from_archive(out, archive, lists=lists, workers=workers, retries=retries)
+            summary = acquire_from_archive(out, archive, lists=lists, **common)
         else:
             if split not in ("easy", "hard", "all"):
                 raise ValueError(f"--split must be easy, hard or all, got {split!r}")
+            chosen = [v.strip() for chunk in ids for v in chunk.split(",") if v.strip()]
+            if ids_file is not None:
+                chosen += [ln.strip() for ln in ids_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
             summary = acquire_from_youtube(
                 out,
                 annotations or None,
                 url_template=url_template,
+                ids=chosen or None,
                 lists=lists,
                 split=split,
                 max_videos=max_videos,  # type: ignore[arg-type]
-                workers=workers,
-                retries=retries,
+                **({"format_spec": video_format} if video_format else {}),
+                ydl_options={"cookiefile": str(cookies)} if cookies else None,
+                **common,
             )
     except (ValueError, OSError) as err:
         raise _fail(err) from None
     typer.echo(str(summary))
+    if strict and len(summary.usable_ids) != len(summary.rows):
+        raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,7 +17,6 @@ a warning in ``reason``. Consumers should use :func:`usable_ids`. One run per ou
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import hashlib
@@ -27,7 +26,6 @@ import os
 import re
 import shutil
 import stat
-import sys
 import tarfile
 import tempfile
 import threading
@@ -52,7 +50,7 @@ from ldeq_core.npyio import load_npy
 from pipelines.formats.errors import DataError
 from pipelines.formats.video_io import verify_video
 from pipelines.formats.wflw_v import N_POINTS, check_boxes, check_landmarks, clip_paths, load_wflw_v_clip
-from pipelines.wflw_v_lists import FrameRange, WflwVLists, load_lists_from_dir, load_shipped_lists
+from pipelines.wflw_v_lists import FrameRange, WflwVLists, load_shipped_lists
 
 log = logging.getLogger(__name__)
 
@@ -1004,86 +1002,3 @@ def acquire_from_archive(
     summary = AcquisitionSummary(out_root, manifest.path, rows)
     log.info("%s", summary)
     return summary
-
-
-# ------------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    """Argument parser of ``python -m pipelines.acquire_wflw_v {youtube,archive}``."""
-    p = argparse.ArgumentParser(
-        prog="python -m pipelines.acquire_wflw_v",
-        description="Acquire WFLW-V: download + cut from YouTube, or install a pre-packaged archive.",
-    )
-    sub = p.add_subparsers(dest="source", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--out", required=True, type=Path, help="output root (videos/, landmarks/, ...)")
-    common.add_argument("--lists-dir", type=Path, help="folder with custom list files (default: shipped)")
-    common.add_argument("--workers", type=int, default=4)
-    common.add_argument("--retries", type=int, default=3)
-    common.add_argument("--backoff", type=float, default=1.0, help="base delay in s (doubles per retry)")
-    common.add_argument("--no-progress", action="store_true")
-    common.add_argument("--strict", action="store_true", help="exit 1 unless every video is usable")
-    yt = sub.add_parser("youtube", parents=[common], help="download with yt-dlp and cut the windows")
-    yt.add_argument("--annotations", action="append", help="annotation archive or folder (repeatable)")
-    yt.add_argument("--url-template", default=DEFAULT_URL_TEMPLATE)
-    yt.add_argument(
-        "--ids", action="append", help="comma-separated ids (repeatable); ids starting with '-': --ids=-abc"
-    )
-    yt.add_argument("--ids-file", type=Path, help="file with one id per line")
-    yt.add_argument("--split", choices=("easy", "hard", "all"), default="all")
-    yt.add_argument("--max-videos", type=int)
-    yt.add_argument("--format", default=DEFAULT_FORMAT, help="yt-dlp format selector")
-    yt.add_argument("--cookies", type=Path, help="cookies.txt for yt-dlp")
-    ar = sub.add_parser("archive", parents=[common], help="install and validate a pre-packaged archive")
-    ar.add_argument("--archive", required=True, help="zip/tar path or URL, or an unpacked folder")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the process exit code (2 on bad input, 1 with --strict and failures)."""
-    args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        lists = load_lists_from_dir(args.lists_dir) if args.lists_dir else load_shipped_lists()
-        if args.source == "youtube":
-            ids: list[str] | None = None
-            if args.ids or args.ids_file:
-                ids = [v.strip() for chunk in args.ids or () for v in chunk.split(",") if v.strip()]
-                if args.ids_file:
-                    ids += [ln.strip() for ln in args.ids_file.read_text().splitlines() if ln.strip()]
-            summary = acquire_from_youtube(
-                args.out,
-                args.annotations,
-                url_template=args.url_template,
-                ids=ids,
-                max_videos=args.max_videos,
-                workers=args.workers,
-                retries=args.retries,
-                backoff_s=args.backoff,
-                split=args.split,
-                lists=lists,
-                format_spec=args.format,
-                ydl_options={"cookiefile": str(args.cookies)} if args.cookies else None,
-                progress=not args.no_progress,
-            )
-        else:
-            summary = acquire_from_archive(
-                args.out,
-                args.archive,
-                lists=lists,
-                workers=args.workers,
-                retries=args.retries,
-                backoff_s=args.backoff,
-                progress=not args.no_progress,
-            )
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summary)
-    if args.strict and len(summary.usable_ids) != len(summary.rows):
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 pytest.importorskip("yt_dlp")
 
+from ldeq_cli.main import app
 from pipelines import acquire_wflw_v as acq
 from pipelines.wflw_v_lists import FrameRange, WflwVLists, lists_from_entries
 
@@ -597,9 +599,17 @@ def test_cli_youtube_and_strict_exit_codes(server: Server, tmp_path: Path) -> No
         "1",
         "--no-progress",
     ]
-    assert acq.main(["youtube", *common, f"--ids={A}"]) == 0  # an id starting with '-'
+    runner = CliRunner()
+
+    def cli(*args: str) -> int:
+        return runner.invoke(app, ["data", "wflw-v", *common, *args]).exit_code
+
+    assert cli(f"--ids={A}") == 0  # an id starting with '-'
     assert {k: r["status"] for k, r in read_manifest(out).items()} == {A: "ok"}
-    assert acq.main(["youtube", *common, "--strict", "--ids", f"{D},{B}"]) == 1  # D is missing
+    assert cli("--strict", "--ids", f"{D},{B}") == 1  # D is missing
     assert {k: r["status"] for k, r in read_manifest(out).items()} == {A: "ok", D: "unavailable", B: "ok"}
-    assert acq.main(["youtube", *common, "--ids", "unknownid00"]) == 2
+    assert cli("--ids", "unknownid00") == 2
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text(f"{B}\n")
+    assert cli("--strict", "--ids-file", str(ids_file)) == 0
     assert acq.usable_ids(out) == [A, B]
