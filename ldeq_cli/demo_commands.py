@@ -16,14 +16,22 @@ _SKIP = ("per_video", "worker_node_ids", "_fw")
 
 
 def _print_metrics(root: Path) -> None:
-    """The headline numbers of every metrics file (evaluation: overall per-method and comparison lines)."""
+    """The headline numbers: the DVC metrics files (metrics/headline.json holds the main numbers of train.json and
+    eval.json), else every metrics file (evaluation: overall per-method and comparison lines)."""
+    headline = (root / "metrics" / "headline.json").is_file()
     for path in sorted((root / "metrics").glob("*.json")):
+        if headline and path.stem in ("train", "eval"):
+            continue
         typer.echo(f"\n== {path.relative_to(root)}")
         data = json.loads(path.read_text())
         for key, value in _flatten(data):
             if any(s in key for s in _SKIP) or (path.stem == "eval" and not key.startswith(_HEADLINE)):
                 continue
             typer.echo(f"  {key:<48} {value}")
+    if headline:
+        typer.echo(
+            "\nevery number: metrics/eval.json, metrics/train.json; `dvc metrics show`, `dvc plots show` (README)"
+        )
 
 
 def _flatten(data: object, prefix: str = "") -> list[tuple[str, object]]:

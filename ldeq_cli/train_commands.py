@@ -20,11 +20,22 @@ def train(
     shards: Path | None = typer.Option(None, help="shards folder (default: train.data_dir)"),
     out: Path | None = typer.Option(None, help="where models/, metrics/ and plots/ go (default: the project root)"),
     no_register: bool = typer.Option(False, "--no-register", help="do not add a model-registry version"),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="also Ray Train's INFO logs, every report's metrics dict included"
+    ),
 ) -> None:
-    """Train the Landmark DEQ with Ray Train (DDP), log to MLflow, write models/model.pt and metrics."""
+    """Train the Landmark DEQ with Ray Train (DDP), log to MLflow, write models/model.pt and metrics.
+
+    The console shows one line per epoch; every metric goes to MLflow and metrics/train.json.
+    """
+    import os
+
     from pipelines.train.config import load_train_config
+    from pipelines.train.reporting import VERBOSE_ENV
     from pipelines.train.trainer import run_training
 
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
     try:
         cfg = load_train_config(params, overrides)
         result = run_training(cfg, shards, out, root=params.resolve().parent, register=not no_register)

@@ -1,17 +1,16 @@
 """Load the replica's model: an ldeq checkpoint file, a model-zoo entry, an MLflow registered model version, or
 (only when asked) an untrained model with a loud warning.
 
-MLflow models are resolved with ``models:/<name>@<alias>`` or ``models:/<name>/<version>``; the version's
-artifacts must contain a checkpoint in our weights-only format (``model.pt`` preferred, else the first ``*.pt`` /
-``*.pth`` in sorted order). Nothing is unpickled beyond tensors and builtins.
+MLflow models (``models:/<name>@<alias>`` or ``models:/<name>/<version>``) are resolved by the same resolver as the
+evaluation stage, :mod:`ldeq_shared.registry`: the version's ``best.pt`` (inside the registered MLflow Model, or at
+the top of an older plain artifact folder), in our weights-only format. Nothing is unpickled beyond tensors and
+builtins.
 """
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,54 +64,29 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _checkpoint_in(folder: Path) -> Path:
-    """The checkpoint among a model version's artifacts: ``best.pt`` (what training registers), ``model.pt``, else
-    the first ``*.pt``/``*.pth`` in sorted order."""
-    if folder.is_file():
-        return folder
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".pt", ".pth"))
-    if not files:
-        raise ValueError(f"{folder}: the MLflow model version has no .pt/.pth checkpoint among its artifacts")
-    for name in ("best.pt", "model.pt"):
-        preferred = [p for p in files if p.name == name]
-        if preferred:
-            return preferred[0]
-    return files[0]
-
-
 def load_from_mlflow(src: ModelSource, device: torch.device) -> LoadedModel:
-    """Resolve ``name`` @ alias (or version) in the registry, download the version's source artifacts and load
-    the ldeq checkpoint in them. The version's tags (training metrics) are reported as metrics."""
-    import mlflow  # heavy import, only for this source
-    from mlflow.exceptions import MlflowException
+    """Resolve ``name`` @ alias (or version) in the registry and load the version's ``best.pt``
+    (:func:`ldeq_shared.registry.load_registered_checkpoint`). The version's tags (training metrics) are reported
+    as metrics."""
+    from ldeq_shared.registry import CHECKPOINT_FILE, load_registered_checkpoint
 
     uri, name = src.mlflow_tracking_uri, src.mlflow_name
     assert name is not None  # the caller chose this source because mlflow_name is set
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    ref = f"{name}@{src.mlflow_alias}" if src.mlflow_alias else f"{name}/{src.mlflow_version}"
+    which = src.mlflow_alias if src.mlflow_alias else src.mlflow_version
     try:
-        mv = (
-            client.get_model_version_by_alias(name, src.mlflow_alias)
-            if src.mlflow_alias
-            else client.get_model_version(name, str(src.mlflow_version))
-        )
-    except MlflowException as exc:
-        raise ValueError(f"model: registered model {ref!r} not found in {uri}: {exc.message}") from exc
-    with tempfile.TemporaryDirectory(prefix="ldeq-mlflow-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp, tracking_uri=uri)
-        ckpt = _checkpoint_in(Path(local))
-        loaded = load_checkpoint(ckpt, map_location=device)
-        name = ckpt.name
+        loaded, mv = load_registered_checkpoint(name, which, tracking_uri=uri, map_location=device)
+    except ValueError as exc:
+        raise ValueError(f"model: {exc}") from exc
     source = {
         "kind": "mlflow",
         "tracking_uri": uri,
         "name": src.mlflow_name,
         "alias": src.mlflow_alias,
-        "version": int(mv.version),
+        "version": mv.version,
         "run_id": mv.run_id,
         "artifact_source": mv.source,
-        "artifact": name,
-        "tags": dict(mv.tags or {}),
+        "artifact": CHECKPOINT_FILE,
+        "tags": dict(mv.tags),
     }
     return LoadedModel(loaded.model, source, loaded.sha256, dict(loaded.metadata))
 

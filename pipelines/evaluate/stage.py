@@ -5,7 +5,7 @@ or an MLflow registry version), runs every tracker method over every video of ``
 (Ray Data actor pool, or the sequential loop), tunes the filters on the tuning videos, scores the test videos and
 the still test splits, and writes (paths relative to ``root``):
 
-- ``metrics/eval.json`` (DVC metrics, one flat mapping, keys below);
+- ``metrics/eval.json`` (one flat mapping, keys below; the ``headline`` stage copies the main ones for DVC);
 - ``outputs/eval/per_video.parquet``: one row per (video, method): ``key``, ``dataset``, ``video_id``,
   ``split``, ``role`` (``tune``/``test``), ``group``, ``method``, ``n_frames``, ``nme_io``, ``nme_face``,
   ``nmf``, ``nmf_sqrt2``, ``nfe``;
@@ -212,15 +212,14 @@ def load_model(
             "sha256": loaded.sha256,
             "train_run": str(loaded.metadata.get("mlflow_run_id", "")),
         }
+    from ldeq_shared.registry import load_registered_checkpoint
     from pipelines.train.config import resolve_tracking_uri
-    from pipelines.train.tracking import load_registered_model, resolve_model_version
 
     train = _train_defaults(params)
     uri = resolve_tracking_uri(s.mlflow_uri or train["mlflow_uri"], root)
     name = s.registered_model or train["registered_model"]
-    mv = resolve_model_version(name, s.model_alias, uri)
-    model = load_registered_model(name, s.model_alias, uri)
-    return model.eval(), {
+    loaded, mv = load_registered_checkpoint(name, s.model_alias, tracking_uri=uri)  # the resolver serve uses too
+    return loaded.model.eval(), {
         "source": "registry",
         "name": name,
         "alias": s.model_alias,

@@ -39,8 +39,9 @@ Design choices. The upstream training recipe is unknown (spec §7); everything h
 - **Tracking.** One MLflow run per training run (the resumed Ray run keeps its MLflow run). Params are the whole
   resolved config; metrics per epoch: train loss, val loss/NME/FR/AUC, solver NFE and residuals, lr, images/s.
   Artifacts: ``model/best.pt`` (registered), ``checkpoints/last.pt``, configs, curves (CSV + PNG). The registry
-  version's source is ``runs:/<run>/model`` with aliases ``newest`` and, when its val NME is the best so far,
-  ``champion`` (MLflow reserves ``latest``).
+  version is an MLflow Model (pyfunc LoggedModel ``ldeq-pyfunc`` of the run, holding ``model/best.pt`` as
+  ``artifacts/best.pt``; :mod:`ldeq_shared.mlflow_model`) with aliases ``newest`` and, when its val NME is the
+  best so far, ``champion`` (MLflow reserves ``latest``).
 """
 
 from pipelines.train.augment import AugmentConfig

@@ -1,7 +1,8 @@
 """The per-worker training loop for Ray Train v2 (``TorchTrainer``): DDP, validation, checkpoints, MLflow.
 
 ``train_loop_per_worker(config)`` expects ``config = {"train": TrainConfig.to_dict(), "steps_per_epoch": int,
-"mlflow_run_id": str | None}`` (in tests, also the fault plan of :mod:`pipelines.train.faults`). Every rank calls
+"mlflow_run_id": str | None, "verbose": bool}`` (in tests, also the fault plan of :mod:`pipelines.train.faults`).
+Rank 0 prints one line per epoch; Ray's per-report logs are quiet unless ``verbose``. Every rank calls
 ``ray.train.report`` once per epoch with the same metrics; rank 0 attaches a checkpoint every ``checkpoint_every``
 epochs and at the last epoch. A checkpoint folder holds ``state.pt`` (model, optimiser, scheduler, epochs done,
 torch/python RNG states, best NME, history; plain tensors and builtins, loadable with ``weights_only=True``) and
@@ -17,6 +18,7 @@ import copy
 import itertools
 import math
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -42,7 +44,7 @@ from pipelines.train.objectives import (
     heatmap_loss,
     reachable_targets,
 )
-from pipelines.train.reporting import flatten
+from pipelines.train.reporting import epoch_line, flatten, quiet_ray_train_worker_logs
 
 STATE_FILE = "state.pt"
 Batch = tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]  # (N, S, S, 3) uint8 images, (N, L, 2)
@@ -389,6 +391,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train.torch
 
     cfg = TrainConfig.from_dict(config["train"])
+    if not config.get("verbose"):  # the console gets one line per epoch from rank 0 (below)
+        quiet_ray_train_worker_logs()
     steps_per_epoch = int(config["steps_per_epoch"])
     faults.arm(config.get(faults.CONFIG_KEY))
     ctx = ray.train.get_context()
@@ -510,6 +514,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                     best_state = {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
             if logger is not None:
                 logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            if rank == 0:  # the process's own stdout: Ray Train's print patch would also copy it to a logger
+                print(epoch_line(row, cfg.epochs, best["val_nme"], best["epoch"]), file=sys.__stdout__, flush=True)
             last = epoch + 1 == cfg.epochs
             ckpt = None
             if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):

@@ -1,10 +1,12 @@
-"""Training outputs for people and DVC: curves CSV/PNG, metrics JSON, flattened params for MLflow."""
+"""Training outputs for people and DVC: the console line per epoch, curves CSV/PNG, metrics JSON, flattened params
+for MLflow."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -25,6 +27,44 @@ CURVE_COLUMNS = (
     "lr",
     "images_per_s",
 )
+
+
+VERBOSE_ENV = "LDEQ_TRAIN_VERBOSE"  # 1: Ray Train's own INFO logs, per-report metric dicts included
+
+
+def train_verbose() -> bool:
+    """Whether ``$LDEQ_TRAIN_VERBOSE`` asks for Ray Train's INFO logs (``ldeq train --verbose`` sets it)."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def epoch_line(row: Mapping[str, Any], epochs: int, best_val_nme: float, best_epoch: int) -> str:
+    """The console line of one epoch, e.g.
+    ``epoch 3/12  train_loss 8.194  val_loss 5.885  val_nme 8.36%  best 8.36% (ep 3)  127 img/s``."""
+    return (
+        f"epoch {int(row['epoch'])}/{epochs}  train_loss {row['train_loss']:.3f}  val_loss {row['val_loss']:.3f}  "
+        f"val_nme {100 * row['val_nme']:.2f}%  best {100 * best_val_nme:.2f}% (ep {best_epoch})  "
+        f"{row['images_per_s']:.0f} img/s"
+    )
+
+
+def quiet_ray_train_worker_logs() -> None:
+    """In a Ray Train worker: drop Ray's INFO logs that repeat every epoch.
+
+    Ray Train v2 (2.60) logs each ``ray.train.report`` of every rank with its whole metrics dict ("Reporting
+    training result N: TrainingReport(...)") through a logger named after its source file, which
+    ``RunConfig(logging_config=...)`` does not reach; Ray Data logs each validation pass. Both go to WARNING here
+    (warnings and errors still show, but for Ray Data's note that progress bars are off); the metrics themselves
+    are in MLflow and ``metrics/train.json``.
+    """
+    try:
+        from ray.train.v2._internal.execution import context
+
+        names = [context.logger.name]
+    except (ImportError, AttributeError):  # another Ray version: nothing to quiet there
+        names = []
+    for name in (*names, "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled" (our choice)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """MLflow helpers: experiment and run bookkeeping, rank-0 logging, the model registry.
 
-The model registry holds our weights-only checkpoint file, not an MLflow pyfunc: a version's source is the run's
-``model`` artifact folder (``runs:/<run>/model``, holding ``best.pt``), created with
-``MlflowClient.create_model_version``. (``mlflow.register_model("runs:/<run>/model")`` is refused by MLflow 3.17
-for plain artifact folders: it looks for a LoggedModel.)
+Registry versions are MLflow Models (pyfunc, :mod:`ldeq_shared.mlflow_model`): :func:`register_checkpoint` logs the
+run's ``model/best.pt`` artifact as the run's LoggedModel ``ldeq-pyfunc`` (signature, input example, the checkpoint at
+``artifacts/best.pt``) and registers that as a new version, so ``mlflow.pyfunc.load_model("models:/<name>@champion")``
+and ``mlflow models serve`` work. Our own consumers (evaluation, serving) resolve versions with the one resolver,
+:mod:`ldeq_shared.registry`, which also reads versions registered before (a plain ``runs:/<run>/model`` folder).
 """
 
 from __future__ import annotations
@@ -131,25 +132,36 @@ def register_checkpoint(
     run_id: str,
     metrics: Mapping[str, float],
     *,
+    checkpoint: str | os.PathLike[str] | None = None,
     aliases: tuple[str, ...] = ("newest",),
     champion_metric: str = "val_nme",
 ) -> dict[str, Any]:
-    """Register ``runs:/<run_id>/model`` as a new version of ``name`` with ``metrics`` as tags; set ``aliases``,
-    and ``champion`` when the version's ``champion_metric`` is lower than the current champion's (or no champion).
+    """Log ``checkpoint`` (default: the run's ``model/best.pt`` artifact, what rank 0 logs) as the run's MLflow Model
+    (LoggedModel ``ldeq-pyfunc``, :func:`ldeq_shared.mlflow_model.log_landmark_model`) and register it as a new
+    version of ``name`` with ``metrics`` as tags; set ``aliases``, and ``champion`` when the version's
+    ``champion_metric`` is lower than the current champion's (or no champion).
     (MLflow reserves the alias ``latest``: ``models:/<name>/latest`` already means the newest version.)
 
-    Returns ``{"name", "version", "aliases", "source"}``.
+    Returns ``{"name", "version", "aliases", "source", "model_id"}`` (``source``: the logged model's artifact
+    location, holding ``MLmodel`` and ``artifacts/best.pt``).
     """
     from mlflow.exceptions import MlflowException
 
+    from ldeq_shared.mlflow_model import log_landmark_model
+
     client = mlflow_client(uri)
+    with tempfile.TemporaryDirectory(prefix="ldeq-register-") as tmp:
+        path = Path(checkpoint) if checkpoint is not None else _download_run_checkpoint(uri, run_id, tmp)
+        logged = log_landmark_model(uri, run_id, path)
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="ldeq Landmark DEQ checkpoints (our weights-only format)")
-    source = f"runs:/{run_id}/{MODEL_ARTIFACT_DIR}"
+        client.create_registered_model(
+            name, description="ldeq Landmark DEQ: MLflow pyfunc models (crops or frames + boxes -> landmarks)"
+        )
+    source = str(logged.artifact_location)
     tags = {k: f"{float(v):.6g}" for k, v in metrics.items() if v is not None}
-    mv = client.create_model_version(name, source=source, run_id=run_id, tags=tags)
+    mv = client.create_model_version(name, source=source, run_id=run_id, tags=tags, model_id=logged.model_id)
     set_aliases = list(aliases)
     value = metrics.get(champion_metric)
     if value is not None:
@@ -162,46 +174,36 @@ def register_checkpoint(
             set_aliases.append("champion")
     for alias in set_aliases:
         client.set_registered_model_alias(name, alias, mv.version)
-    return {"name": name, "version": int(mv.version), "aliases": set_aliases, "source": source}
+    return {
+        "name": name,
+        "version": int(mv.version),
+        "aliases": set_aliases,
+        "source": source,
+        "model_id": logged.model_id,
+    }
 
 
-def resolve_model_version(name: str, alias_or_version: str | int, tracking_uri: str) -> Any:
-    """The ``ModelVersion`` of ``name`` for an alias, a version number or ``latest`` (the highest version)."""
-    from mlflow.exceptions import MlflowException
+def _download_run_checkpoint(uri: str, run_id: str, dst: str) -> Path:
+    """The run's ``model/best.pt`` artifact, downloaded into ``dst``; ``ValueError`` naming the URI if absent."""
+    import mlflow
 
-    client = mlflow_client(tracking_uri)
-    ref = str(alias_or_version)
+    artifact = f"runs:/{run_id}/{MODEL_ARTIFACT_DIR}/{BEST_FILE}"
     try:
-        if ref.isdigit():
-            return client.get_model_version(name, ref)
-        if ref == "latest":
-            versions = client.search_model_versions(f"name = '{name}'")
-            if not versions:
-                raise ValueError(f"registered model {name!r} has no versions ({tracking_uri})")
-            return max(versions, key=lambda v: int(v.version))
-        return client.get_model_version_by_alias(name, ref)
-    except MlflowException as exc:
-        raise ValueError(f"registered model {name!r} @ {ref!r} not found in {tracking_uri}: {exc.message}") from exc
+        return Path(mlflow.artifacts.download_artifacts(artifact, dst_path=dst, tracking_uri=uri))
+    except Exception as exc:
+        raise ValueError(f"{artifact}: cannot register it, no such checkpoint in {uri} ({exc})") from exc
 
 
 def load_registered_model(name: str, alias_or_version: str | int = "champion", tracking_uri: str | None = None) -> Any:
-    """Download a registered version's ``best.pt`` and return the ``LandmarkDEQ`` (eval mode, CPU).
+    """The ``LandmarkDEQ`` (eval mode, CPU) of a registered version's ``best.pt`` (:mod:`ldeq_shared.registry`).
 
     ``alias_or_version``: an alias (``champion``, ``newest``), ``latest`` (the highest version) or a version
     number. ``tracking_uri`` defaults to the project's ``sqlite:///mlflow.db`` resolved against
     :func:`project_root`. Errors (unknown model, alias or file) raise ``ValueError``.
     """
-    import mlflow
-
-    from ldeq_core.checkpoints import load_checkpoint
+    from ldeq_shared.registry import load_registered_checkpoint
     from pipelines.train.config import resolve_tracking_uri
 
     uri = tracking_uri or resolve_tracking_uri("sqlite:///mlflow.db", project_root())
-    mv = resolve_model_version(name, alias_or_version, uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp, tracking_uri=uri))
-        path = local / BEST_FILE if local.is_dir() else local
-        if not path.is_file():
-            raise ValueError(f"{name} v{mv.version} ({mv.source}): no {BEST_FILE} in the registered artifact")
-        model = load_checkpoint(path).model
-    return model.eval()
+    loaded, _ = load_registered_checkpoint(name, alias_or_version, tracking_uri=uri)
+    return loaded.model.eval()

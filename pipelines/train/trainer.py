@@ -3,11 +3,12 @@
 ``run_training(cfg, shards_dir, out_dir)`` runs the distributed loop of :mod:`pipelines.train.loop` and writes
 
 - ``<out>/models/model.pt``: the best validation checkpoint (our weights-only format);
-- ``<out>/metrics/train.json``: best and final metrics (DVC metrics);
+- ``<out>/metrics/train.json``: best and final metrics (the headline stage copies the main ones for DVC);
 - ``<out>/plots/train_curves.csv`` and ``.png``: per-epoch curves (DVC plots);
 
-and registers the MLflow run's ``model/best.pt`` as a new version of ``cfg.registered_model`` with alias
-``newest`` (and ``champion`` when its val NME beats the current champion's).
+and logs the MLflow run's ``model/best.pt`` as an MLflow Model (pyfunc: ``mlflow.pyfunc.load_model`` and
+``mlflow models serve`` work) registered as a new version of ``cfg.registered_model`` with alias ``newest`` (and
+``champion`` when its val NME beats the current champion's).
 
 The Ray run is named ``<run_name>-<fingerprint>``, the fingerprint hashing the settings that shape the training
 trajectory and the shard files (names, sizes, mtimes). Re-running the same run name with the same settings and
@@ -29,7 +30,7 @@ from pipelines.formats.atomic import atomic_path
 from pipelines.train import faults
 from pipelines.train.config import TrainConfig
 from pipelines.train.loop import BEST_FILE, STATE_FILE, train_loop_per_worker
-from pipelines.train.reporting import plot_curves, write_curves_csv, write_json
+from pipelines.train.reporting import plot_curves, train_verbose, write_curves_csv, write_json
 from pipelines.train.tracking import (
     TAG_KIND,
     TAG_RAY_RUN,
@@ -132,15 +133,26 @@ def build_trainer(
     steps: int,
     mlflow_run_id: str | None,
     callbacks: list[Any] | None = None,
+    verbose: bool | None = None,
 ) -> Any:
-    """The ``TorchTrainer`` of one run (also used by each sweep trial)."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    """The ``TorchTrainer`` of one run (also used by each sweep trial).
+
+    ``verbose`` (None: ``$LDEQ_TRAIN_VERBOSE``): keep Ray Train's INFO logs, the metrics dict of every report of
+    every rank included; otherwise the console shows rank 0's line per epoch and Ray's warnings and errors.
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    verbose = train_verbose() if verbose is None else verbose
     resources = {**cfg.resources_per_worker, "CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
-    loop_config: dict[str, Any] = {"train": cfg.to_dict(), "steps_per_epoch": steps, "mlflow_run_id": mlflow_run_id}
+    loop_config: dict[str, Any] = {
+        "train": cfg.to_dict(),
+        "steps_per_epoch": steps,
+        "mlflow_run_id": mlflow_run_id,
+        "verbose": verbose,
+    }
     fault = faults.plan_from_env()  # tests only: None unless a test armed fault injection
     if fault is not None:
         loop_config[faults.CONFIG_KEY] = fault
@@ -154,6 +166,7 @@ def build_trainer(
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks or [],
+            logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING"),
         ),
         datasets=datasets,
         # streamed: train rows are split across workers; cached: every worker reads all train rows once and takes

@@ -116,6 +116,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 @pytest.mark.slow
 def test_training_tracking_and_registry_against_a_tracking_server(tmp_path, monkeypatch, mlflow_server) -> None:
+    import mlflow
     from mlflow import MlflowClient
 
     from ldeq_core import LandmarkDEQ
@@ -212,8 +213,14 @@ def test_training_tracking_and_registry_against_a_tracking_server(tmp_path, monk
     champion = client.get_model_version_by_alias(cfg.registered_model, "champion")
     newest = client.get_model_version_by_alias(cfg.registered_model, "newest")
     assert (champion.version, newest.version) == ("1", "2")
-    assert champion.source == f"runs:/{run_id}/model" and champion.run_id == run_id
-    assert champion.tags["val_nme"] == "0.12"
+    assert champion.run_id == run_id and champion.tags["val_nme"] == "0.12"
+    # each version is an MLflow Model (a LoggedModel of the run) stored through the server, holding our best.pt
+    assert champion.source == reg1["source"] and newest.source == reg2["source"] != reg1["source"]
+    assert champion.source.startswith("mlflow-artifacts:") and reg1["model_id"] in champion.source
+    model_files = {Path(f.path).name for f in mlflow.artifacts.list_artifacts(champion.source, tracking_uri=url)}
+    assert {"MLmodel", "artifacts"} <= model_files
+    pyfunc_best = [p for p in artifacts.rglob("best.pt") if reg1["model_id"] in p.parts]
+    assert len(pyfunc_best) == 1 and pyfunc_best[0].read_bytes() == stored[0].read_bytes()
 
     # consumers download the champion through the server: the shared loader, evaluation and serving
     def same_weights(model: torch.nn.Module) -> bool:
