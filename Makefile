@@ -31,7 +31,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy ldeq_core serve
+	$(PY) -m mypy ldeq_core ldeq_shared serve
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,10 @@ import torch.multiprocessing as mp
 from bench_train_step import setup_step
 from torch.nn.parallel import DistributedDataParallel
 
+from ldeq_shared.net import free_port
 from pipelines.train.comm import set_grad_allreduce
 from pipelines.train.config import TrainConfig
 from pipelines.train.loop import _train_step
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rank_main(rank: int, world: int, port: int, args: argparse.Namespace, mode: str, out: Any) -> None:
@@ -114,7 +108,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             continue
         for mode in args.allreduce.split(",") if world > 1 else ["fp32"]:
             queue = ctx.SimpleQueue()
-            mp.start_processes(_rank_main, (world, _free_port(), args, mode, queue), nprocs=world, start_method="spawn")
+            mp.start_processes(_rank_main, (world, free_port(), args, mode, queue), nprocs=world, start_method="spawn")
             row = queue.get()
             base = next((r for r in rows if r["world"] == 1), None)
             if base is not None:

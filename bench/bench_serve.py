@@ -2,7 +2,7 @@
 RwR, response) on a local Ray Serve deployment of ``serve.app``, for one video alone and for concurrent clients.
 
 The test video is made here: a synthetic face clip (``pipelines.synthetic.generate.render_video``) at the chosen
-size, written with ``pipelines.formats.video_io.write_video`` (mp4v), sent with its per-frame boxes as ``.npy``
+size, written with ``ldeq_shared.video_io.write_video`` (mp4v), sent with its per-frame boxes as ``.npy``
 (``--with-boxes``) or without boxes (``--no-boxes``: the Haar detector + landmark tracking path; a seed whose first
 frames the detector finds a face in is searched for, since the service rejects a video without one).
 
@@ -34,7 +34,6 @@ import io
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import threading
@@ -109,7 +108,7 @@ def make_video(
 ) -> BenchVideo:
     """Render and encode the synthetic test clip. Without boxes, seeds from ``seed`` on are tried until the Haar
     detector (``detector``: the service's ``DetectorSettings``) finds a face in the decoded clip's first frames."""
-    from pipelines.formats.video_io import iter_frames, write_video
+    from ldeq_shared.video_io import iter_frames, write_video
     from pipelines.synthetic.generate import render_video
 
     path = folder / f"bench_{width}x{height}_{n_frames}f.mp4"
@@ -271,12 +270,6 @@ def summarise(samples: list[Sample], wall_s: float | None, reference: Sample | N
 
 
 # ------------------------------------------------------------------------------------------------ service
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def resolve_checkpoint(arg: str | None, allow_untrained: bool) -> Path | None:
     """The checkpoint to serve, or None for an untrained model (only with ``--allow-untrained``).
 
@@ -346,25 +339,25 @@ class Service:
 
 def start_service(settings: Any, deployment: dict[str, Any], args: argparse.Namespace) -> Service:
     """Start (or attach to) Ray and Serve on 127.0.0.1, deploy the app, wait until /healthz answers."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import httpx
     import ray
     from ray import serve
     from ray.serve.context import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
+    from ldeq_shared.net import free_port
+    from ldeq_shared.ray_session import start_or_attach
     from serve.app import make_app
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
+    if not ray.is_initialized():
         path = os.environ.get("PYTHONPATH", "")
         if str(REPO) not in path.split(os.pathsep):  # replicas import serve.app from the repository
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), path) if p)
-        ray.init(
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=args.ray_logs,
-            object_store_memory=int(args.object_store_gb * 1024**3),
-        )
+    started_ray = start_or_attach(
+        configure_logging=False,
+        log_to_driver=args.ray_logs,
+        object_store_mb=args.object_store_gb * 1024,
+        auth_off_on_attach=True,
+    ).owned
     gpus_needed = deployment["num_replicas"] * deployment["ray_actor_options"]["num_gpus"]
     gpus_have = float(ray.cluster_resources().get("GPU", 0.0))
     if gpus_needed > gpus_have + 1e-9:
@@ -378,7 +371,7 @@ def start_service(settings: Any, deployment: dict[str, Any], args: argparse.Name
         started_serve = True
     try:
         if started_serve:
-            port = args.port or _free_port()
+            port = args.port or free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             prefix = "/"
         else:  # a Serve instance already runs in this cluster (e.g. the test session's): share its proxy

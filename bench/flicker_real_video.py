@@ -27,8 +27,8 @@ from ldeq_core.face_tracking import affinity_matrix, grow_box
 from ldeq_core.filters import make_filter, run_filter
 from ldeq_core.landmarker import load_model
 from ldeq_core.rwr import RwRConfig, RwRTracker
+from ldeq_shared.video_io import probe_video, read_frames, write_video
 from pipelines.evaluate.boxes import smoothed_boxes
-from pipelines.formats.video_io import probe_video, read_frames, write_video
 
 METHODS: dict[str, dict[str, Any]] = {
     "per_frame": {"mode": "per_frame"},

@@ -9,6 +9,7 @@ from ldeq_cli import (
     data_commands,
     demo_commands,
     eval_commands,
+    export_commands,
     models_commands,
     serve_commands,
     track_commands,
@@ -24,6 +25,7 @@ eval_commands.register(app)
 serve_commands.register(app)
 models_commands.register(app)
 track_commands.register(app)
+export_commands.register(app)
 
 
 if __name__ == "__main__":

@@ -35,15 +35,19 @@ def list_cmd(
     if not entries:
         typer.echo(f"no pretrained models{f' with {points} points' if points else ''} in {zoo_dir() / 'zoo.json'}")
         return
-    defaults = {n: default_pretrained(n) for n in {e.n_landmarks for e in entries}}
+    points_set = {e.n_landmarks for e in entries}
+    defaults = {
+        dev: {n: default_pretrained(n, device=dev) for n in points_set} for dev in ("cpu", "cuda")
+    }  # what ldeq track / Serve pick without --model, per device
     table = Table(title=f"ldeq model zoo ({zoo_dir()})")
     for column in ("name", "points", "input", "params", "GMAC/frame", "CPU fps", "val NME %"):
         table.add_column(column, justify="left" if column == "name" else "right")
     for e in entries:
         nme = e.card.metrics.get("val_nme_pct")
-        default = defaults.get(e.n_landmarks)
+        picked = [dev for dev in ("cpu", "cuda") if (d := defaults[dev].get(e.n_landmarks)) and d.name == e.name]
+        label = {("cpu", "cuda"): " (default)", ("cpu",): " (CPU default)", ("cuda",): " (GPU default)"}
         table.add_row(
-            e.name + (" (default)" if default is not None and default.name == e.name else ""),
+            e.name + label.get(tuple(picked), ""),
             str(e.n_landmarks),
             f"{e.card.input_size}px",
             f"{e.card.params / 1e6:.2f} M",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -52,8 +51,10 @@ def resolve_service(config: Path, checkpoint: Path | None) -> tuple[Any, dict[st
         from ldeq_core.pretrained import default_pretrained
 
         where = src.checkpoint or "(none configured)"
-        entry = default_pretrained(68)
-        if entry is not None:  # the best real-face zoo model, said out loud
+        from serve.model_source import pick_device
+
+        entry = default_pretrained(68, device=pick_device(src.device))
+        if entry is not None:  # the best real-face zoo model for the device, said out loud
             warnings.append(f"checkpoint {where} not found: serving the zoo model {entry.name} ({entry.card.scheme})")
             model = src.model_copy(update={"checkpoint": None, "zoo": entry.name})
         else:
@@ -98,18 +99,17 @@ def serve_command(
         typer.echo(f"model: {loaded.source} sha256={loaded.sha256} trained={loaded.trained}")
         typer.echo(f"would serve on http://{host}:{port}")
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
 
+    from ldeq_shared.ray_session import start_or_attach
     from serve.app import make_app
 
     apps = doc.get("applications") or [{}]
     app_cfg = apps[0]
     deployments = app_cfg.get("deployments") or [{}]
     options = {k: v for k, v in deployments[0].items() if k != "name"}
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, configure_logging=False)
+    start_or_attach(configure_logging=False, auth_off_on_attach=True)
     http_options = {"host": host, "port": port}
     if "request_timeout_s" in http:
         http_options["request_timeout_s"] = http["request_timeout_s"]

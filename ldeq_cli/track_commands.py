@@ -35,6 +35,12 @@ def track(
     detect_every: int = typer.Option(10, "--detect-every", min=1, help="run the face detector every N frames"),
     detector: str = typer.Option("auto", "--detector", help="face detector (ldeq_core.face_detect)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    runtime: str = typer.Option(
+        "torch", "--runtime", help="torch | onnx (onnxruntime on the CPU; exported once into the cache)"
+    ),
+    onnx_file: Path | None = typer.Option(
+        None, "--onnx-file", help="with --runtime onnx: an `ldeq export` RwR-step file (its .solve.onnx beside it)"
+    ),
     no_overlay: bool = typer.Option(False, "--no-overlay", help="write only the CSVs"),
     require_face: bool = typer.Option(False, "--require-face", help="an input without any face is an error"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
@@ -46,7 +52,14 @@ def track(
 
     from ldeq_cli.track import TrackSummary, collect_inputs, load_boxes, output_stems, track_file
     from ldeq_core.face_tracking import FaceTrackingConfig
-    from ldeq_core.landmarker import FaceLandmarker, default_settings, load_model, resolve_device
+    from ldeq_core.landmarker import (
+        FaceLandmarker,
+        default_settings,
+        load_model,
+        onnx_device,
+        onnx_engine,
+        resolve_device,
+    )
     from pipelines.formats.errors import DataError
 
     console = Console(stderr=True)
@@ -55,7 +68,11 @@ def track(
         if params is not None and not isinstance(params, dict):
             raise ValueError("--filter-params must be a JSON object")
         tracking = FaceTrackingConfig(detect_every=detect_every, max_faces=max_faces)
-        dev = resolve_device(device)
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"--runtime must be torch or onnx, got {runtime!r}")
+        if onnx_file is not None and runtime != "onnx":
+            raise ValueError("--onnx-file needs --runtime onnx")
+        dev = resolve_device(onnx_device(device) if runtime == "onnx" else device)
         ckpt = load_model(model, dev)
         base = default_settings(ckpt)  # the zoo card's recommended video mode; options override it
         given = {"mode": mode, "budget_nfe": budget_nfe, "gamma": gamma, "filter": filter_name, "warp_state": warp}
@@ -65,6 +82,8 @@ def track(
         if params is not None:
             changes["filter_params"] = params
         settings = dataclasses.replace(base, **changes)
+        # one engine for every input: the ONNX graphs are exported (or read) and loaded once
+        engine = onnx_engine(ckpt, settings, onnx_file) if runtime == "onnx" else None
         if boxes is None:
             from ldeq_core.face_detect import make_detector
 
@@ -76,7 +95,16 @@ def track(
         raise typer.Exit(code=2) from None
 
     def make(fps: float) -> FaceLandmarker:
-        return FaceLandmarker(ckpt, settings, detector=det, tracking=tracking, fps=fps, device=str(dev))
+        return FaceLandmarker(
+            ckpt,
+            settings,
+            detector=det,
+            tracking=tracking,
+            fps=fps,
+            device=str(dev),
+            runtime="onnx" if engine is not None else "torch",
+            engine=engine,
+        )
 
     files, results = collect_inputs(inputs)
     name = str(ckpt.metadata.get("zoo_name") or f"{model} (sha256 {ckpt.sha256[:12]})")
@@ -87,6 +115,7 @@ def track(
         + (" + state warp" if settings.mode == "rwr" and settings.warp_state else "")
         + (f", filter {settings.filter} {settings.filter_params}" if settings.filter != "none" else "")
         + f", device {dev}"
+        + (f", runtime {engine.describe()}" if engine is not None else "")
     )
     for path, stem in zip(files, output_stems(files), strict=True):
         try:

@@ -8,10 +8,7 @@ caller passes ``trust_pickle=True``, then maps the config fields and parameter n
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import torch
 
 from ldeq_core.config import GradConfig, ModelConfig, SolverConfig
+from ldeq_core.fileio import atomic_path, file_sha256
 from ldeq_core.model import LandmarkDEQ
 
 FORMAT = "ldeq-checkpoint/1"
@@ -26,19 +24,8 @@ FORMAT = "ldeq-checkpoint/1"
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, model: LandmarkDEQ, metadata: dict[str, Any] | None = None) -> None:
@@ -60,14 +47,6 @@ class LoadedCheckpoint:
     model: LandmarkDEQ
     metadata: dict[str, Any]
     sha256: str
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:

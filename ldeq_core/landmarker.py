@@ -65,13 +65,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_model(model: str | Path | LoadedCheckpoint | None, device: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """A zoo name, a checkpoint path, or ``None`` (the best 68-point zoo model) as a ``LoadedCheckpoint``."""
+    """A zoo name, a checkpoint path, or ``None`` (the best 68-point zoo model for ``device``) as a
+    ``LoadedCheckpoint``."""
     if isinstance(model, LoadedCheckpoint):
         return model
     from ldeq_core import pretrained
 
     if model is None:
-        entry = pretrained.default_pretrained(68)
+        entry = pretrained.default_pretrained(68, device=device)  # on a CPU, the best real-time model
         if entry is None:
             raise ValueError("the model zoo is empty: pass a checkpoint path (models/model.pt after `make demo`)")
         model = entry.name
@@ -97,8 +98,30 @@ def default_settings(checkpoint: LoadedCheckpoint) -> VideoSettings:
     return VideoSettings.from_dict(dict(get_pretrained(str(name)).video_defaults))
 
 
+def onnx_device(device: str) -> str:
+    """The device of the ONNX runtime: onnxruntime runs on the CPU (``auto`` -> cpu; cuda is an error)."""
+    if device not in ("auto", "cpu"):
+        raise ValueError(f"--runtime onnx runs on the CPU (onnxruntime), not on {device!r}: use --device cpu or auto")
+    return "cpu"
+
+
+def onnx_engine(checkpoint: LoadedCheckpoint, settings: VideoSettings, onnx_file: str | Path | None = None) -> Any:
+    """An :class:`~ldeq_core.onnx_runtime.OnnxEngine` for ``settings`` (the RwR budget; the exported graph from
+    ``onnx_file``, else from the cache, exported on first use); ``ValueError`` for settings it cannot run."""
+    if settings.gamma > 0:
+        raise ValueError("the proximal RwR term (gamma > 0) needs --runtime torch")
+    from ldeq_core.onnx_runtime import engine_for_checkpoint
+
+    return engine_for_checkpoint(checkpoint, settings.budget_nfe, onnx_file)
+
+
 class FaceLandmarker:
-    """Per-face landmarks for a stream of BGR frames (OpenCV order); one RwR state per face track."""
+    """Per-face landmarks for a stream of BGR frames (OpenCV order); one RwR state per face track.
+
+    ``runtime="onnx"`` runs the model with onnxruntime on the CPU (:mod:`ldeq_core.onnx_runtime`): the graphs of
+    ``onnx_file`` (the RwR step; its ``.solve.onnx`` beside it), else exported once into the cache; ``engine``
+    shares one prepared engine (torch or ONNX) between landmarkers of the same checkpoint.
+    """
 
     def __init__(
         self,
@@ -109,12 +132,22 @@ class FaceLandmarker:
         tracking: FaceTrackingConfig | None = None,
         fps: float = 30.0,
         device: str = "auto",
+        runtime: Literal["torch", "onnx"] = "torch",
+        onnx_file: str | Path | None = None,
+        engine: Any = None,
     ) -> None:
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+        if runtime == "onnx":
+            device = onnx_device(device)
         self.device = resolve_device(device)
         self.checkpoint = load_model(model, self.device)
         self.model = self.checkpoint.model.to(self.device).eval()
         self.settings = settings or default_settings(self.checkpoint)
         s = self.settings
+        self.runtime = runtime
+        if runtime == "onnx" and engine is None:
+            engine = onnx_engine(self.checkpoint, s, onnx_file)
         rwr = RwRConfig(
             mode=s.mode,
             budget_nfe=s.budget_nfe,
@@ -128,7 +161,11 @@ class FaceLandmarker:
             detector = make_detector(detector)
         self.detector = detector
         self.tracker = MultiFaceTracker(
-            RwRTracker(self.model, rwr), detector, tracking, filter_name=s.filter, filter_params=s.filter_kwargs(fps)
+            RwRTracker(self.model, rwr, engine=engine),
+            detector,
+            tracking,
+            filter_name=s.filter,
+            filter_params=s.filter_kwargs(fps),
         )
 
     @property

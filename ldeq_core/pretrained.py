@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ldeq_core.checkpoints import LoadedCheckpoint, file_sha256, load_checkpoint, save_checkpoint
+from ldeq_core.checkpoints import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from ldeq_core.fileio import atomic_path, file_sha256, write_bytes_atomic
 from ldeq_core.model import LandmarkDEQ
 
 if TYPE_CHECKING:
@@ -251,7 +252,7 @@ def _read_metafile(folder: Path) -> list[PretrainedEntry]:
 
 def _write_metafile(folder: Path, entries: list[PretrainedEntry]) -> None:
     text = json.dumps({"format": ZOO_FORMAT, "models": [e.to_dict() for e in entries]}, indent=2) + "\n"
-    _atomic_write_bytes(folder / METAFILE, text.encode("utf-8"))
+    write_bytes_atomic(folder / METAFILE, text.encode("utf-8"), fsync=True)
 
 
 def list_pretrained(n_landmarks: int | None = None, *, zoo_dir: str | Path | None = None) -> list[PretrainedEntry]:
@@ -270,12 +271,22 @@ def get_pretrained(name: str, *, zoo_dir: str | Path | None = None) -> Pretraine
     raise ValueError(f"unknown pretrained model {name!r} (zoo {_zoo(zoo_dir)}); known models: {known}")
 
 
-def default_pretrained(n_landmarks: int = 68, *, zoo_dir: str | Path | None = None) -> PretrainedEntry | None:
+REALTIME_CPU_FPS = 30.0  # a model is a CPU default only when its card says it runs at least this fast
+
+
+def default_pretrained(
+    n_landmarks: int = 68, *, device: str | Any = "cpu", zoo_dir: str | Path | None = None
+) -> PretrainedEntry | None:
     """The ``n_landmarks``-point model with the lowest validation NME (``card.metrics['val_nme_pct']``; models
-    without it rank last), or None when the zoo has no model of that scheme."""
+    without it rank last) for ``device``: on a GPU (``cuda...``) any model; on a CPU only the real-time ones
+    (``card.cpu_frames_per_s`` >= :data:`REALTIME_CPU_FPS`; all of them when none is). None when the zoo has no
+    model of that scheme."""
     entries = list_pretrained(n_landmarks, zoo_dir=zoo_dir)
     if not entries:
         return None
+    if not str(getattr(device, "type", device)).startswith("cuda"):
+        fast = [e for e in entries if (e.card.cpu_frames_per_s or 0.0) >= REALTIME_CPU_FPS]
+        entries = fast or entries
     return min(entries, key=lambda e: float(e.card.metrics.get("val_nme_pct", float("inf"))))
 
 
@@ -417,20 +428,11 @@ def download_weights(
             stacklevel=2,
         )
         target.unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(target, fsync=True) as tmp:
+        with open(tmp, "wb") as out:
             actual, size = _stream(url, out, timeout, progress)
-            out.flush()
-            os.fsync(out.fileno())
         if actual != sha:
             raise WeightsIntegrityError(url, sha, actual, f"{size} bytes downloaded; nothing was cached")
-        _chmod_default(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -462,26 +464,6 @@ def _stream(url: str, out: Any, timeout: float, progress: bool | None) -> tuple[
     if total is not None and size != total:
         raise WeightsDownloadError(f"{url}: download truncated: got {size} of {total} bytes")
     return h.hexdigest(), size
-
-
-def _chmod_default(path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # mkstemp creates 0600
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _chmod_default(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------------------ adding
@@ -541,10 +523,12 @@ def register_pretrained(
     url: str | None = None,
     video_defaults: Mapping[str, Any] | None = None,
     zoo_dir: str | Path | None = None,
+    half: bool = False,
 ) -> PretrainedEntry:
     """Add ``checkpoint`` to the zoo as ``name`` (replacing a model of that name) and return its record.
 
-    The model is re-saved in our format, fp32 on the CPU, with its metadata trimmed to ``run_name``, ``epoch``,
+    The model is re-saved in our format on the CPU, fp32 (or float16 with ``half``: half the bytes; loading casts
+    the weights back to float32), with its metadata trimmed to ``run_name``, ``epoch``,
     ``source``, ``val_nme``, ``zoo_name`` and the source file's sha256, as ``<zoo>/<name>-<sha256[:8]>.pt``; the
     metafile is rewritten atomically. ``video_defaults`` default to RwR at budget 2 with the model's crop size.
     A replaced model's old weights file is deleted.
@@ -579,6 +563,8 @@ def register_pretrained(
 
     kept = {k: metadata[k] for k in _KEPT_METADATA if k in metadata}
     kept["zoo_name"] = name
+    if half:
+        kept["weights_stored_as"] = "float16"
     if source_sha:
         kept["source_sha256"] = source_sha
     folder.mkdir(parents=True, exist_ok=True)
@@ -586,7 +572,7 @@ def register_pretrained(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        save_checkpoint(tmp, model, kept)
+        save_checkpoint(tmp, model.half() if half else model, kept)
         sha = file_sha256(tmp)
         filename = f"{name}-{sha[:8]}.pt"
         size = tmp.stat().st_size

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -46,10 +45,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ldeq_core.fileio import atomic_path, file_sha256, write_text_atomic
 from ldeq_core.npyio import load_npy
-from pipelines.formats.errors import DataError
-from pipelines.formats.video_io import verify_video
-from pipelines.formats.wflw_v import N_POINTS, check_boxes, check_landmarks, clip_paths, load_wflw_v_clip
+from ldeq_shared.errors import DataError
+from ldeq_shared.video_io import verify_video
+from ldeq_shared.wflw_v import N_POINTS, check_boxes, check_landmarks, clip_paths, load_wflw_v_clip
 from pipelines.wflw_v_lists import FrameRange, WflwVLists, load_shipped_lists
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ class Manifest:
         writer.writeheader()
         for row in self.rows:
             writer.writerow(row.to_record())
-        atomic_write_text(self.path, buf.getvalue())
+        write_text_atomic(self.path, buf.getvalue(), fsync=True)
 
 
 @dataclass
@@ -265,42 +265,13 @@ def usable_ids(out_root: str | Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ file helpers
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _copy_atomic(src: Path, dst: Path, *, move: bool) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if move:
         os.replace(src, dst)
         return
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _is_url(source: str | Path) -> bool:
@@ -493,7 +464,7 @@ def load_checked_annotations(out_root: Path, vid: str) -> tuple[np.ndarray | Non
     """Landmarks and boxes of ``vid`` under ``out_root`` (``None`` where absent), validated together.
 
     Landmarks must be finite (T, 98, 2), boxes (T, >=4) finite and non-empty with the same T (checks of
-    :mod:`pipelines.formats.wflw_v`); problems raise ``DataError`` (a ``ValueError``) naming the file.
+    :mod:`ldeq_shared.wflw_v`); problems raise ``DataError`` (a ``ValueError``) naming the file.
     """
     _, lm_path, bb_path = clip_paths(out_root, vid)
     lm = _load_npy(lm_path) if lm_path.is_file() else None
@@ -540,7 +511,7 @@ class ClipInfo:
 def probe_clip(path: Path) -> ClipInfo:
     """Decode every frame of ``path`` (declared frame counts are not trusted); ``DataError`` if unusable."""
     info = verify_video(path)
-    return ClipInfo(info.n_frames, info.width, info.height, info.fps, sha256_file(path))
+    return ClipInfo(info.n_frames, info.width, info.height, info.fps, file_sha256(path))
 
 
 def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
@@ -911,7 +882,7 @@ def acquire_from_youtube(
 def validate_clip(out_root: Path, vid: str, lists: WflwVLists, *, in_source: bool = True) -> ManifestRow:
     """Manifest row of an installed clip, ``ok`` when it loads and spans exactly its listed window.
 
-    Loading is :func:`pipelines.formats.wflw_v.load_wflw_v_clip`: decoded frame count == len(landmarks) ==
+    Loading is :func:`ldeq_shared.wflw_v.load_wflw_v_clip`: decoded frame count == len(landmarks) ==
     len(boxes), landmarks finite (T, 98, 2), boxes finite, non-empty and on the frame.
     """
     if vid not in lists:
@@ -930,7 +901,7 @@ def validate_clip(out_root: Path, vid: str, lists: WflwVLists, *, in_source: boo
             info = probe_clip(video)
     else:
         w, h = clip.frame_size
-        info = ClipInfo(clip.n_frames, w, h, clip.fps, sha256_file(clip.path))
+        info = ClipInfo(clip.n_frames, w, h, clip.fps, file_sha256(clip.path))
         if clip.n_frames != window.n_frames:
             status = "invalid"
             reason = (

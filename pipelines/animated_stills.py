@@ -21,8 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipelines.formats.atomic import write_text_atomic
-from pipelines.formats.wflw_v import clip_paths, write_video_clip
+from ldeq_core.fileio import write_text_atomic
+from ldeq_shared.wflw_v import clip_paths, write_video_clip
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.formats.atomic import write_text_atomic
+from ldeq_core.fileio import write_text_atomic
 
 TRAIN_FILE = "metrics/train.json"
 EVAL_FILE = "metrics/eval.json"

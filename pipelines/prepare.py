@@ -14,11 +14,12 @@ Sources (``params.yaml`` section ``data``, key ``source``):
   annotation archive, or a packaged archive), splits ``video_easy``/``video_hard``; plus WFLW stills
   when ``data.wflw.root`` is set.
 
-``<out>/prepared.json`` lists the still datasets (format, root relative to ``<out>``, splits -> item
-names), the video datasets (root, splits -> ids), ``n_landmarks``, a content fingerprint of referenced
-inputs and every bad item skipped with its reason. Generated folders carry a marker with the hash of the
-settings that made them: a re-run with the same settings reuses them (idempotent), an interrupted
-animated-stills or WFLW-V run resumes, and ``prepared.json`` is written (atomically) last.
+``<out>/prepared.json`` (:mod:`ldeq_shared.prepared`, read back with ``load_prepared``) lists the still datasets
+(format, root relative to ``<out>``, splits -> item names), the video datasets (root, splits -> ids),
+``n_landmarks``, a content fingerprint of referenced inputs and every bad item skipped with its reason.
+Generated folders carry a marker with the hash of the settings that made them: a re-run with the same settings
+reuses them (idempotent), an interrupted animated-stills or WFLW-V run resumes, and ``prepared.json`` is written
+(atomically) last.
 """
 
 from __future__ import annotations
@@ -30,20 +31,19 @@ import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines.formats.atomic import write_text_atomic
-from pipelines.formats.errors import BadItem
+from ldeq_core.fileio import update_from_file, write_text_atomic
+from ldeq_shared.errors import BadItem
+from ldeq_shared.prepared import PREPARED_NAME, Prepared, StillSet, VideoSet
+from ldeq_shared.wflw_v import read_id_list, scan_wflw_v
 from pipelines.formats.w300 import scan_300w
 from pipelines.formats.wflw import list_wflw_splits, scan_wflw
-from pipelines.formats.wflw_v import read_id_list, scan_wflw_v
 
-PREPARED_NAME = "prepared.json"
-PREPARED_VERSION = 1
 MARKER_NAME = ".ldeq_prepare.json"
 SOURCES = ("synthetic", "300w", "wflw", "wflw_v")
 PathLike = str | os.PathLike[str]
@@ -166,73 +166,6 @@ def settings_hash(settings: Any) -> str:
     return hashlib.sha256(json.dumps(data_affecting(settings), sort_keys=True).encode()).hexdigest()
 
 
-# ------------------------------------------------------------------------------------------ prepared.json
-@dataclass
-class StillSet:
-    """A still dataset: ``format`` is ``wflw`` (precropped, identity crop) or ``300w`` (crop from landmarks)."""
-
-    dataset: str
-    format: str
-    root: str  # relative to the prepared.json folder (or absolute)
-    splits: dict[str, dict[str, Any]]  # shard split -> {"items": [...], "source_split": str | None}
-
-
-@dataclass
-class VideoSet:
-    """A WFLW-V-layout video dataset; ``splits`` maps shard split -> {"items": [video ids]}."""
-
-    dataset: str
-    root: str
-    splits: dict[str, dict[str, Any]]
-    format: str = "wflw_v"
-
-
-@dataclass
-class Prepared:
-    """Contents of ``prepared.json``; ``path`` is where it was read from (roots resolve against its folder)."""
-
-    source: str
-    n_landmarks: int
-    stills: list[StillSet]
-    videos: list[VideoSet]
-    bad_items: list[dict[str, str]] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    settings_sha256: str = ""
-    inputs: dict[str, str] = field(default_factory=dict)  # referenced root -> content fingerprint
-    counts: dict[str, int] = field(default_factory=dict)
-    path: Path | None = None
-
-    def resolve(self, root: str) -> Path:
-        """Absolute path of a dataset root recorded relative to the prepared.json folder."""
-        base = self.path.parent if self.path is not None else Path.cwd()
-        return (base / root).resolve()
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d.pop("path")
-        return json.dumps({"version": PREPARED_VERSION, **d}, indent=1) + "\n"
-
-
-def load_prepared(path: PathLike) -> Prepared:
-    """Read ``prepared.json`` (or the ``data/raw`` folder holding it); ``ValueError`` if absent or malformed."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / PREPARED_NAME
-    if not p.is_file():
-        raise ValueError(f"{p}: prepared.json not found (run `ldeq data prepare`)")
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if d.pop("version") != PREPARED_VERSION:
-            raise ValueError(f"unsupported version, expected {PREPARED_VERSION}")
-        prep = Prepared(
-            **{**d, "stills": [StillSet(**s) for s in d["stills"]], "videos": [VideoSet(**v) for v in d["videos"]]}
-        )
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
-        raise ValueError(f"{p}: malformed prepared.json ({err})") from None
-    prep.path = p.resolve()
-    return prep
-
-
 def _rel(path: Path, base: Path) -> str:
     try:
         return os.path.relpath(path.resolve(), base.resolve())
@@ -250,9 +183,7 @@ def fingerprint_tree(root: Path, files: Sequence[Path]) -> str:
     h = hashlib.sha256()
     for f in sorted(files, key=lambda q: q.relative_to(root).as_posix()):
         h.update(f.relative_to(root).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(chunk)
+        update_from_file(h, f)
         h.update(b"\0")
     return h.hexdigest()
 

@@ -36,12 +36,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ldeq_core.geometry import apply_affine, crop_face, landmarks_to_box, validate_box
-from pipelines.formats.errors import DataError
-from pipelines.formats.video_io import iter_frames
+from ldeq_shared.errors import DataError
+from ldeq_shared.prepared import Prepared, load_prepared
+from ldeq_shared.ray_session import start_or_attach
+from ldeq_shared.video_io import iter_frames
+from ldeq_shared.wflw_v import load_wflw_v_clip
 from pipelines.formats.w300 import scan_300w
 from pipelines.formats.wflw import scan_wflw
-from pipelines.formats.wflw_v import load_wflw_v_clip
-from pipelines.prepare import Prepared, load_params, load_prepared, merge_settings, params_section
+from pipelines.prepare import load_params, merge_settings, params_section
 from pipelines.shards import (
     CROP_SIZE,
     IMAGE_CODECS,
@@ -314,23 +316,13 @@ def process_task_batch(batch: pa.Table) -> pa.Table:
 # ------------------------------------------------------------------------------------------- the job
 def _start_ray(cfg: Mapping[str, Any]) -> tuple[bool, str]:
     """Use the running Ray, or connect to ``RAY_ADDRESS``, or start a local cluster; (started, address)."""
-    import ray
-
-    if ray.is_initialized():
-        return False, "existing"
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return True, address
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private throw-away cluster
-    ray.init(
+    session = start_or_attach(
         num_cpus=cfg["num_cpus"] or os.cpu_count() or 1,
-        include_dashboard=False,
-        object_store_memory=int(cfg["object_store_mb"]) * 1024**2,
+        object_store_mb=int(cfg["object_store_mb"]),
         log_to_driver=False,
         logging_level=logging.WARNING,
     )
-    return True, "local"
+    return session.owned, session.label
 
 
 def _run_job(tasks: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any]) -> Iterator[pa.Table]:

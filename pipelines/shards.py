@@ -15,7 +15,6 @@ Data's ``iter_batches`` or a pyarrow table), ``collate_torch`` / ``torch_collate
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ldeq_core.fileio import atomic_path, file_sha256
 
 if TYPE_CHECKING:
     import ray.data
@@ -238,18 +239,17 @@ class ShardWriter:
         self._pending, self._pending_rows = [], 0
         self.split_dir.mkdir(parents=True, exist_ok=True)
         path = self.split_dir / PART_PATTERN.format(len(self.files))
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(
-            table,
-            tmp,
-            row_group_size=self.row_group_size,
-            compression={c: ("none" if c == "image" else "zstd") for c in COLUMNS},
-            write_statistics=[c for c in COLUMNS if c not in _NO_STATS],
-            use_dictionary=["source_id", "split", "dataset"],
-        )
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            pq.write_table(
+                table,
+                tmp,
+                row_group_size=self.row_group_size,
+                compression={c: ("none" if c == "image" else "zstd") for c in COLUMNS},
+                write_statistics=[c for c in COLUMNS if c not in _NO_STATS],
+                use_dictionary=["source_id", "split", "dataset"],
+            )
         n_sources = len(set(table.column("source_id").to_pylist()))
-        self.files.append(ShardFile(path, table.num_rows, n_sources, _sha256(path)))
+        self.files.append(ShardFile(path, table.num_rows, n_sources, file_sha256(path)))
 
     def close(self) -> list[ShardFile]:
         """Write the last file; return every file written."""
@@ -257,14 +257,6 @@ class ShardWriter:
             self._flush()
             self._closed = True
         return self.files
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ readers

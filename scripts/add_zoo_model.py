@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench-frames", type=int, default=200, help=f"timed frames (>= {MIN_BENCH_FRAMES})")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the timing (default: all cores)")
     parser.add_argument("--zoo-dir", type=Path, default=None, help="zoo (default: $LDEQ_ZOO_DIR or the package's)")
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the bytes)")
     args = parser.parse_args(argv)
 
     recipe = Path(args.recipe)
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         licence=args.licence,
         notes=args.notes,
     )
-    entry = register_pretrained(loaded, args.name, card, url=args.url, zoo_dir=args.zoo_dir)
+    entry = register_pretrained(loaded, args.name, card, url=args.url, zoo_dir=args.zoo_dir, half=args.half)
     folder = zoo_dir(args.zoo_dir)
     print(json.dumps(entry.to_dict(), indent=2))
     print(f"added {entry.name} -> {folder / entry.filename} ({entry.size_bytes} bytes, sha256 {entry.sha256})")

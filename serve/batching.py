@@ -37,7 +37,7 @@ from ldeq_core.geometry import crop_face, validate_box
 from ldeq_core.inference import InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.rwr import RwRConfig, RwRTracker
-from pipelines.formats.errors import DataError
+from ldeq_shared.errors import DataError
 from serve.errors import ServiceError, unprocessable
 
 

@@ -16,7 +16,7 @@ from ldeq_core.face_tracking import FaceTrackingConfig, MultiFaceTracker
 from ldeq_core.inference import InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.rwr import RwRConfig, RwRTracker
-from pipelines.formats.video_io import iter_frames
+from ldeq_shared.video_io import iter_frames
 from serve.settings import DetectorSettings
 
 

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from ldeq_core.npyio import load_npy
-from pipelines.formats.errors import DataError
-from pipelines.formats.video_io import verify_video
+from ldeq_shared.errors import DataError
+from ldeq_shared.video_io import verify_video
 from serve.errors import ServiceError, unprocessable
 from serve.settings import Limits
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pipelines.formats.atomic import atomic_path, write_text_atomic
+from ldeq_core.fileio import atomic_path, write_text_atomic
 from serve.errors import ServiceError, bad_request
 from serve.inputs import parse_array
 from serve.scoring import ScoreOptions, VideoJob, VideoScore, parse_options, service_error_from

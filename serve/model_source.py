@@ -92,10 +92,11 @@ def load_from_mlflow(src: ModelSource, device: torch.device) -> LoadedModel:
 
 
 def load_from_zoo(name: str, device: torch.device) -> LoadedModel:
-    """A model-zoo entry (sha256-verified); ``default`` is the best 68-point entry."""
+    """A model-zoo entry (sha256-verified); ``default`` is the best 68-point entry for ``device`` (on a CPU, the best
+    real-time one)."""
     from ldeq_core.pretrained import default_pretrained, get_pretrained, load_pretrained
 
-    entry = default_pretrained(68) if name == "default" else get_pretrained(name)
+    entry = default_pretrained(68, device=device) if name == "default" else get_pretrained(name)
     if entry is None:
         raise ValueError("model: zoo 'default' requested but the model zoo is empty")
     loaded = load_pretrained(entry.name, map_location=device)

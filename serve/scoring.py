@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ldeq_core.filters import make_filter, run_filter
 from ldeq_core.metrics import video_nme, video_nmf
 from ldeq_core.rwr import RwRConfig
-from pipelines.formats.video_io import iter_frames
+from ldeq_shared.video_io import iter_frames
 from serve.batching import FrameBatcher, StreamRequest
 from serve.detector import FaceTrack, GivenBoxes, HaarFaceDetector, find_first_face
 from serve.errors import ServiceError, bad_request, unprocessable

@@ -4,39 +4,29 @@ over HTTP, check the answer against the metric functions, and write ``metrics/se
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ldeq_core.fileio import write_text_atomic
+from ldeq_shared.net import free_port
+from ldeq_shared.prepared import load_prepared
+from ldeq_shared.ray_session import start_or_attach
+from ldeq_shared.wflw_v import clip_paths
 
 
 def _pick_videos(raw_dir: Path, n: int) -> list[dict[str, Path]]:
     """The first ``n`` videos of the prepared data (WFLW-V layout), hardest split first when present."""
-    from pipelines.prepare import load_prepared
-
     prep = load_prepared(raw_dir)
     picked: list[dict[str, Path]] = []
     for vset in prep.videos:
         root = prep.resolve(vset.root)
         for split in sorted(vset.splits, reverse=True):
             for vid in vset.splits[split]["items"]:
-                picked.append(
-                    {
-                        "id": vid,
-                        "video": root / "videos" / f"{vid}.mp4",
-                        "boxes": root / "bboxes" / f"{vid}.npy",
-                        "landmarks": root / "landmarks" / f"{vid}.npy",
-                    }
-                )
+                video, landmarks, boxes = clip_paths(root, vid)
+                picked.append({"id": vid, "video": video, "boxes": boxes, "landmarks": landmarks})
                 if len(picked) == n:
                     return picked
     if not picked:
@@ -54,15 +44,12 @@ def run_smoke(root: Path, *, checkpoint: Path, raw_dir: Path, out: Path, n_video
     from serve.app import make_app
     from serve.settings import load_settings
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     videos = _pick_videos(raw_dir, n_videos)
     settings = load_settings(overrides={"model": {"checkpoint": str(checkpoint)}}, base_dir=str(root))
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            include_dashboard=False, configure_logging=False, log_to_driver=False, object_store_memory=512 * 1024**2
-        )
-    port = _free_port()
+    started = start_or_attach(
+        configure_logging=False, log_to_driver=False, object_store_mb=512, auth_off_on_attach=True
+    ).owned
+    port = free_port()
     t0 = time.perf_counter()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -123,8 +110,5 @@ def run_smoke(root: Path, *, checkpoint: Path, raw_dir: Path, out: Path, n_video
         "nmf_mean": float(np.mean([p["nmf"] for p in per_video])),
         "per_video": per_video,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(result, indent=2))
     return result

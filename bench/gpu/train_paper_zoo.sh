@@ -7,7 +7,7 @@
 # Usage: bash bench/gpu/train_paper_zoo.sh TRAIN_TIMEOUT_S EPOCHS
 set -uo pipefail
 t=${1:-420}; epochs=${2:-110}
-tar -xJf .carry/sitet.tar.xz -C /tmp
+tar -xJf .carry/sitet.tar.xz -C /tmp && tar -xzf .carry/extra.tar.gz -C /tmp  # extra: fastapi, starlette (mlflow.pyfunc)
 export PYTHONPATH=/tmp/sitet:. RAY_AUTH_MODE=disabled MLFLOW_ALLOW_FILE_STORE=true PYTHONUNBUFFERED=1
 mkdir -p .devrun/logs
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee .devrun/logs/gpu.txt

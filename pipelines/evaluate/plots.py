@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.formats.atomic import write_bytes_atomic, write_text_atomic
-from pipelines.formats.video_io import write_video
+from ldeq_core.fileio import write_bytes_atomic, write_text_atomic
+from ldeq_shared.video_io import write_video
 
 PathLike = str | os.PathLike[str]
 GT_COLOR = (0, 200, 0)  # RGB

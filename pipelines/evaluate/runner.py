@@ -40,10 +40,10 @@ from ldeq_core.inference import InferenceEngine, InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.npyio import load_npy, load_npz
 from ldeq_core.rwr import RwRTracker
+from ldeq_shared.errors import DataError
+from ldeq_shared.wflw_v import clip_paths, load_wflw_v_clip
 from pipelines.evaluate.boxes import select_boxes
 from pipelines.evaluate.methods import Method
-from pipelines.formats.errors import DataError
-from pipelines.formats.wflw_v import clip_paths, load_wflw_v_clip
 
 # Memory requested per decode task: the process (~350 MiB with torch imported) + twice the group's crops, capped.
 # Requesting it also keeps decoding in separate tasks: Ray Data does not fuse ops whose resources differ.

@@ -48,9 +48,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ldeq_core.fileio import atomic_path, write_text_atomic
 from ldeq_core.filters import apply_filter
 from ldeq_core.inference import InferencePolicy
 from ldeq_core.metrics import ced_curve, video_nme
+from ldeq_shared.prepared import Prepared, load_prepared
+from ldeq_shared.ray_session import start_or_attach
 from pipelines.evaluate.boxes import BOX_SOURCES
 from pipelines.evaluate.methods import (
     PER_FRAME,
@@ -90,8 +93,7 @@ from pipelines.evaluate.tune_filters import (
     tune_filters,
     tune_settings,
 )
-from pipelines.formats.atomic import atomic_path, write_text_atomic
-from pipelines.prepare import Prepared, load_prepared, params_section
+from pipelines.prepare import params_section
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
@@ -230,23 +232,12 @@ def load_model(
 
 def _start_ray(s: EvalSettings) -> bool:
     """Use the running Ray, or join ``RAY_ADDRESS``, or start a local cluster; True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return True
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private throw-away cluster
-    ray.init(
+    return start_or_attach(
         num_cpus=os.cpu_count() or 1,
-        include_dashboard=False,
-        object_store_memory=s.object_store_mb * 1024**2,
+        object_store_mb=s.object_store_mb,
         log_to_driver=False,
         logging_level=logging.WARNING,
-    )
-    return True
+    ).owned
 
 
 def _gpu_plan(s: EvalSettings) -> float:
@@ -352,8 +343,8 @@ def _write_figures(
     ced: Mapping[str, tuple[np.ndarray, np.ndarray]],
 ) -> dict[str, str]:
     """The plots (a placeholder where there is nothing to show, so every DVC output exists) and the overlays."""
+    from ldeq_shared.video_io import read_frames
     from pipelines.evaluate import plots
-    from pipelines.formats.video_io import read_frames
 
     plots_dir, overlay_dir = root / PLOTS_DIR, root / OVERLAY_DIR
     for d in (plots_dir, overlay_dir):

@@ -1,7 +1,7 @@
 """Dataset formats: WFLW (precropped), WFLW-V (videos + per-frame annotations), iBUG 300-W stills."""
 
-from pipelines.formats.errors import BadItem, DataError
-from pipelines.formats.video_io import (
+from ldeq_shared.errors import BadItem, DataError
+from ldeq_shared.video_io import (
     VideoInfo,
     iter_frames,
     probe_video,
@@ -9,9 +9,7 @@ from pipelines.formats.video_io import (
     verify_video,
     write_video,
 )
-from pipelines.formats.w300 import W300Item, list_300w, read_pts, scan_300w, write_pts
-from pipelines.formats.wflw import WflwItem, list_wflw_splits, read_wflw, scan_wflw, write_wflw
-from pipelines.formats.wflw_v import (
+from ldeq_shared.wflw_v import (
     VideoClip,
     list_wflw_v,
     load_wflw_v_clip,
@@ -20,6 +18,8 @@ from pipelines.formats.wflw_v import (
     scan_wflw_v,
     write_video_clip,
 )
+from pipelines.formats.w300 import W300Item, list_300w, read_pts, scan_300w, write_pts
+from pipelines.formats.wflw import WflwItem, list_wflw_splits, read_wflw, scan_wflw, write_wflw
 
 __all__ = [
     "BadItem",

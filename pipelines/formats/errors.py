@@ -1,28 +1,9 @@
-"""Errors raised by the dataset readers and writers."""
+"""Deprecated shim: the data errors live in :mod:`ldeq_shared.errors` (the same classes, re-exported).
 
-from __future__ import annotations
+Kept only while ``ldeq_cli/track.py`` and ``ldeq_cli/track_commands.py`` still import this path; import
+:mod:`ldeq_shared.errors` instead.
+"""
 
-import os
-from dataclasses import dataclass
+from ldeq_shared.errors import BadItem, DataError
 
-
-class DataError(ValueError):
-    """A dataset file is missing, unreadable or inconsistent; ``path`` names it and ``reason`` says why."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-
-@dataclass(frozen=True)
-class BadItem:
-    """One item a ``scan_*`` function skipped: its identifier, the offending file and the reason."""
-
-    item: str
-    path: str
-    reason: str
-
-    @classmethod
-    def from_error(cls, item: str, err: DataError) -> BadItem:
-        return cls(item=item, path=err.path, reason=err.reason)
+__all__ = ["BadItem", "DataError"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.formats.atomic import write_text_atomic
-from pipelines.formats.errors import BadItem, DataError
+from ldeq_core.fileio import write_text_atomic
+from ldeq_shared.errors import BadItem, DataError
 
 N_POINTS = 68
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")

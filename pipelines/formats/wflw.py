@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.formats.atomic import write_bytes_atomic, write_text_atomic
-from pipelines.formats.errors import BadItem, DataError
+from ldeq_core.fileio import write_bytes_atomic, write_text_atomic
+from ldeq_shared.errors import BadItem, DataError
 
 N_POINTS = 98
 CROP_SIZE = 256

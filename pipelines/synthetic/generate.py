@@ -5,7 +5,7 @@
 - ``out_root/wflw/{train,test}.txt`` + ``out_root/wflw/{train,test}/synth_XXXXXX.png`` (spec §5.1 layout:
   256x256 RGB crops, 98 landmarks normalised to [0, 1]);
 - ``out_root/wflw_v/{videos,landmarks,bboxes}/<id>.{mp4,npy,npy}`` (spec §5.4 layout, written with
-  ``pipelines.formats.wflw_v.write_video_clip``: mp4v at 30 fps, landmarks (T, 98, 2) frame pixels, boxes
+  ``ldeq_shared.wflw_v.write_video_clip``: mp4v at 30 fps, landmarks (T, 98, 2) frame pixels, boxes
   (T, 4) x1, y1, x2, y2; float64 on disk, values rounded to float32), plus
   ``easy_video_IDs.txt``, ``hard_video_IDs.txt``, ``download_ranges.txt`` and ``index.json`` (frame counts and
   hard segments per video);
@@ -32,9 +32,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipelines.formats.atomic import write_text_atomic
+from ldeq_core.fileio import write_text_atomic
+from ldeq_shared.wflw_v import write_video_clip
 from pipelines.formats.wflw import write_wflw
-from pipelines.formats.wflw_v import write_video_clip
 from pipelines.synthetic import face_model as fm
 from pipelines.synthetic import render as rd
 

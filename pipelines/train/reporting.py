@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipelines.formats.atomic import atomic_path, write_text_atomic
+from ldeq_core.fileio import atomic_path, write_text_atomic
 
 CURVE_COLUMNS = (
     "epoch",

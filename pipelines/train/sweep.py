@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.formats.atomic import write_text_atomic
+from ldeq_core.fileio import write_text_atomic
 from pipelines.train.config import TrainConfig, load_params
 from pipelines.train.reporting import flatten
 from pipelines.train.tracking import (

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.formats.atomic import atomic_path
+from ldeq_core.fileio import atomic_path
+from ldeq_shared.ray_session import start_or_attach
 from pipelines.train import faults
 from pipelines.train.config import TrainConfig
 from pipelines.train.loop import BEST_FILE, STATE_FILE, train_loop_per_worker
@@ -88,16 +89,7 @@ class TrainingResult:
 def ensure_ray() -> None:
     """Use the running Ray session, else attach to ``$RAY_ADDRESS``, else start a local cluster (with the dashboard:
     Ray Train's placement-group cleaner needs its State API to free the workers of a killed run)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init()
+    start_or_attach(include_dashboard=None, auth_off_on_attach=True)
 
 
 def steps_per_epoch(n_rows: int, world: int, batch_size: int) -> int:

@@ -15,7 +15,7 @@ from ldeq_core.checkpoints import load_checkpoint, save_checkpoint
 from ldeq_core.config import get_preset
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.rwr import RwRConfig, track_videos
-from pipelines.formats.video_io import write_video
+from ldeq_shared.video_io import write_video
 
 N_FRAMES = 12
 SIZE = (160, 120)  # width, height

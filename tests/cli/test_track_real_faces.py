@@ -13,7 +13,7 @@ from ldeq_cli.main import app
 from ldeq_cli.track import read_track_csv
 from ldeq_core.metrics import nme
 from ldeq_core.pretrained import default_pretrained
-from pipelines.formats.video_io import write_video
+from ldeq_shared.video_io import write_video
 from pipelines.formats.w300 import read_pts
 
 N_FRAMES = 30

@@ -30,7 +30,7 @@ def test_round_trip_reproduces_outputs(tmp_path) -> None:
     img = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(img).coords, loaded.model.eval()(img).coords)
-    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temp file
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # the atomic write left no temp file
 
 
 def test_unsafe_or_wrong_files_are_rejected_with_the_file_name(tmp_path) -> None:

@@ -4,7 +4,6 @@ of the per-rank gradients computed without DDP, and nothing is left behind betwe
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -13,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ldeq_core.config import get_preset
 from ldeq_core.model import LandmarkDEQ
+from ldeq_shared.net import free_port
 
 CFG = get_preset("tiny", image_size=64, heatmap_size=16, grad={"mode": "implicit", "adjoint_max_nfe": 6})
 
@@ -40,9 +40,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_ddp_averages_implicit_gradients(tmp_path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
     g0 = torch.load(tmp_path / "rank0.pt")
     g1 = torch.load(tmp_path / "rank1.pt")

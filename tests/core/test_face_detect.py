@@ -29,7 +29,7 @@ from ldeq_core.face_detect import (
     map_box,
 )
 from ldeq_core.rwr import box_iou
-from pipelines.formats.video_io import iter_frames
+from ldeq_shared.video_io import iter_frames
 from pipelines.formats.w300 import read_pts
 from tests.serve.helpers import HAMILTON
 

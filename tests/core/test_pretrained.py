@@ -51,7 +51,9 @@ def tiny_model(seed: int = 0, n_landmarks: int = 68) -> LandmarkDEQ:
     return LandmarkDEQ(cfg).eval()
 
 
-def add_model(zoo: Path, name: str, nme_pct: float, seed: int = 0, url: str | None = None) -> PretrainedEntry:
+def add_model(
+    zoo: Path, name: str, nme_pct: float, seed: int = 0, url: str | None = None, cpu_fps: float = 123.0
+) -> PretrainedEntry:
     model = tiny_model(seed)
     ckpt = zoo.parent / f"{name}-source.pt"
     save_checkpoint(ckpt, model, {"run_name": name, "epoch": 3, "val_nme": nme_pct / 100, "noise": "dropped"})
@@ -62,7 +64,7 @@ def add_model(zoo: Path, name: str, nme_pct: float, seed: int = 0, url: str | No
         command="ldeq train --params test.yaml",
         git_commit="0" * 40,
         metrics={"val_nme_pct": nme_pct, "val_fr_pct": 1.0, "val_auc": 0.5, "val_images": 10},
-        cpu_frames_per_s=123.0,
+        cpu_frames_per_s=cpu_fps,
         cpu_benchmark="test machine",
     )
     return register_pretrained(ckpt, name, card, url=url, zoo_dir=zoo)
@@ -169,6 +171,18 @@ def test_default_pretrained_is_the_lowest_val_nme(tmp_path: Path) -> None:
     assert best is not None and best.name == "better"
     assert default_pretrained(98, zoo_dir=folder) is None
     assert [e.name for e in list_pretrained(68, zoo_dir=folder)] == ["worse", "better", "worst"]
+
+
+def test_default_pretrained_on_a_cpu_is_the_best_real_time_model(tmp_path: Path) -> None:
+    folder = tmp_path / "zoo"
+    add_model(folder, "fast", nme_pct=4.0, seed=0, cpu_fps=60.0)
+    add_model(folder, "accurate-but-slow", nme_pct=3.5, seed=1, cpu_fps=5.0)
+    assert default_pretrained(68, zoo_dir=folder).name == "fast"  # type: ignore[union-attr]
+    assert default_pretrained(68, device="cpu", zoo_dir=folder).name == "fast"  # type: ignore[union-attr]
+    assert default_pretrained(68, device="cuda", zoo_dir=folder).name == "accurate-but-slow"  # type: ignore[union-attr]
+    slow_only = tmp_path / "slow"
+    add_model(slow_only, "slow", nme_pct=3.5, seed=1, cpu_fps=5.0)  # no real-time model: the best one
+    assert default_pretrained(68, zoo_dir=slow_only).name == "slow"  # type: ignore[union-attr]
     assert list_pretrained(98, zoo_dir=folder) == []
 
 
@@ -399,3 +413,28 @@ def test_every_shipped_zoo_model_loads_offline(tmp_path: Path, monkeypatch: pyte
         assert loaded.model.cfg.image_size == entry.card.input_size
         assert (REPO / entry.card.recipe).is_file(), f"{entry.name}: recipe {entry.card.recipe} missing"
     assert files_in(tmp_path / "cache") == []
+
+
+def test_half_registration_halves_the_file_and_loads_fp16_rounded_fp32_weights(tmp_path: Path) -> None:
+    model = tiny_model(5)
+    card = make_card(
+        model.cfg,
+        training_data="synthetic test faces",
+        recipe="recipes/ldeq68-small-w300-128px.yaml",
+        command="ldeq train --params test.yaml",
+        git_commit="0" * 40,
+        metrics={"val_nme_pct": 5.0},
+        cpu_frames_per_s=50.0,
+        cpu_benchmark="test machine",
+    )
+    full = register_pretrained(model, "full", card, zoo_dir=tmp_path / "zoo")
+    half = register_pretrained(model, "half", card, zoo_dir=tmp_path / "zoo", half=True)
+    params = sum(p.numel() for p in model.parameters())
+    assert full.size_bytes - half.size_bytes >= 2 * params * 0.95  # 2 bytes saved per parameter
+    loaded = load_pretrained("half", zoo_dir=tmp_path / "zoo")
+    assert loaded.metadata["weights_stored_as"] == "float16"
+    for name, p in loaded.model.state_dict().items():
+        ref = model.state_dict()[name]
+        assert p.dtype == ref.dtype
+        if ref.is_floating_point():
+            assert torch.equal(p, ref.half().to(ref.dtype)), name

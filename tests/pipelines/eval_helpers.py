@@ -10,8 +10,8 @@ import torch
 
 from ldeq_core import LandmarkDEQ, get_preset
 from ldeq_core.checkpoints import save_checkpoint
+from ldeq_shared.wflw_v import write_video_clip
 from pipelines.formats.wflw import read_wflw
-from pipelines.formats.wflw_v import write_video_clip
 from pipelines.shards import ShardWriter, encode_image, make_row, rows_to_table
 from pipelines.synthetic.generate import item_rng, render_video
 

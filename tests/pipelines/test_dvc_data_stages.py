@@ -46,7 +46,7 @@ def make_dvc_repo(repo: Path, ray_address: str) -> dict[str, str]:
     if not DVC.is_file():
         pytest.skip(f"dvc not installed next to {sys.executable}")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for pkg in ("pipelines", "ldeq_core"):
+    for pkg in ("pipelines", "ldeq_shared", "ldeq_core"):
         shutil.copytree(REPO / pkg, repo / pkg, ignore=ignore)
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     env = {

@@ -12,11 +12,11 @@ from ldeq_core.face_tracking import iou_matrix
 from ldeq_core.metrics import nme
 from ldeq_core.pretrained import default_pretrained, load_pretrained
 from ldeq_core.rwr import RwRConfig
+from ldeq_shared.errors import DataError
+from ldeq_shared.wflw_v import clip_paths, landmark_boxes, write_video_clip
 from pipelines.evaluate.methods import Method
 from pipelines.evaluate.runner import VideoRef, decode_video, run_group
-from pipelines.formats.errors import DataError
 from pipelines.formats.w300 import read_pts
-from pipelines.formats.wflw_v import clip_paths, landmark_boxes, write_video_clip
 
 FACES = ("afw/1051618982_1", "afw/1139324862_1")  # the annotated face (left) and an unannotated one (right)
 N_FRAMES, W, H = 12, 640, 360

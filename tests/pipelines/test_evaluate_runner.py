@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ldeq_core.rwr import track_videos
+from ldeq_shared.video_io import read_frames
 from pipelines.evaluate.methods import MethodSettings, build_methods, trackers
 from pipelines.evaluate.runner import (
     VideoRef,
@@ -20,7 +21,6 @@ from pipelines.evaluate.runner import (
     run_group,
     torch_threads,
 )
-from pipelines.formats.video_io import read_frames
 from tests.pipelines.eval_helpers import tiny_model, write_videos
 
 SPECS = [("v0", 5, False), ("v1", 3, True), ("v2", 5, True)]

@@ -16,9 +16,9 @@ import yaml
 from typer.testing import CliRunner
 
 from ldeq_cli.main import app
+from ldeq_shared.video_io import read_frames
 from pipelines.evaluate import eval_settings, run_evaluate
 from pipelines.evaluate.report import pct_change
-from pipelines.formats.video_io import read_frames
 from tests.pipelines.eval_helpers import tiny_project
 
 N_VIDEOS, N_FRAMES = 4, 6

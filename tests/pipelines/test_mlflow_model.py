@@ -26,7 +26,8 @@ import torch
 
 from ldeq_core.checkpoints import file_sha256, load_checkpoint
 from ldeq_core.geometry import apply_affine, crop_face, invert_affine, to_model_input
-from tests.pipelines.test_mlflow_server import _free_port, _stop
+from ldeq_shared.net import free_port
+from tests.pipelines.test_mlflow_server import _stop
 from tests.serve.helpers import IMAGE_SIZE, write_tiny_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -193,7 +194,7 @@ def _post(url: str, body: dict[str, Any]) -> np.ndarray:
 def test_mlflow_models_serve_answers_invocations(registered: Registered, tmp_path: Path) -> None:
     """``mlflow models serve -m models:/ldeq-landmarks@champion --env-manager local``, for real."""
     mlflow_cli = Path(sys.executable).with_name("mlflow")
-    port = _free_port()
+    port = free_port()
     repo = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from ldeq_shared.net import free_port
 from tests.pipelines.train_helpers import tiny_config
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 START_TIMEOUT_S = 90.0  # typically 6-16 s on the 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_command(db: Path, artifacts: Path, port: int) -> list[str]:
@@ -79,7 +73,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         pytest.skip(f"mlflow not installed next to {sys.executable}")
     root = tmp_path / "server"
     root.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = (root / "server.log").open("wb")

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ldeq_shared.prepared import load_prepared
 from pipelines.prepare import (
     data_settings,
     hash_fraction,
     load_params,
-    load_prepared,
     photo_id,
     prepare,
     split_300w,

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from ldeq_core.geometry import apply_affine, box_to_affine, crop_face
-from pipelines.formats.errors import DataError
-from pipelines.formats.video_io import read_frames
+from ldeq_shared.errors import DataError
+from ldeq_shared.prepared import load_prepared
+from ldeq_shared.video_io import read_frames
 from pipelines.formats.wflw import scan_wflw
-from pipelines.prepare import load_prepared, prepare
+from pipelines.prepare import prepare
 from pipelines.preprocess import (
     build_tasks,
     expand_box,

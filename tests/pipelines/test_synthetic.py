@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from ldeq_core.layouts import WFLW98
-from pipelines.formats.video_io import read_frames
+from ldeq_shared.video_io import read_frames
+from ldeq_shared.wflw_v import load_wflw_v_clip
 from pipelines.formats.wflw import read_wflw
-from pipelines.formats.wflw_v import load_wflw_v_clip
 from pipelines.synthetic import face_model as fm
 from pipelines.synthetic import render as rd
 from pipelines.synthetic.generate import (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from ldeq_shared.net import free_port
 from pipelines.train.comm import set_grad_allreduce
 from pipelines.train.config import TrainConfig
 
@@ -36,9 +36,7 @@ def _rank(rank: int, port: int, mode: str, out: str) -> None:
 
 
 def _ddp_grads(mode: str, tmp_path) -> list[torch.Tensor]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = str(tmp_path / f"grads_{mode}.pt")
     mp.start_processes(_rank, (port, mode, out), nprocs=2, start_method="spawn")
     return torch.load(out)

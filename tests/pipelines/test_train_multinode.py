@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ldeq_shared.net import free_port
 from pipelines.train.config import TrainConfig
 from pipelines.train.trainer import build_trainer, ray_run_name
 from tests.pipelines.train_helpers import TINY_MODEL, write_tiny_shards
@@ -33,12 +33,6 @@ from tests.pipelines.train_helpers import TINY_MODEL, write_tiny_shards
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 90
 TRAIN_TIMEOUT_S = 240
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -113,7 +107,7 @@ class LocalCluster:
 def two_node_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """Head (1 CPU, ``trainer_slot: 1``, dashboard on 127.0.0.1) plus a second node (the same), all on loopback."""
     temp_dir = tempfile.mkdtemp(prefix="rmn", dir="/tmp")  # short: unix socket paths must stay under ~107 chars
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     cluster = LocalCluster(temp_dir, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}")
     common = [
         "--num-cpus=1",
@@ -132,14 +126,14 @@ def two_node_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
                 "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dash}",
-                f"--ray-client-server-port={_free_port()}",
-                f"--dashboard-agent-listen-port={_free_port()}",
+                f"--ray-client-server-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
                 *common,
             ],
             log,
         )
         cluster.start_node(
-            [f"--address={cluster.address}", f"--dashboard-agent-listen-port={_free_port()}", *common], log
+            [f"--address={cluster.address}", f"--dashboard-agent-listen-port={free_port()}", *common], log
         )
         yield cluster
     finally:

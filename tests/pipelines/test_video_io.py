@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.formats.errors import DataError
-from pipelines.formats.video_io import (
+from ldeq_shared.errors import DataError
+from ldeq_shared.video_io import (
     iter_frames,
     probe_video,
     read_frames,

@@ -5,7 +5,6 @@ It runs in the session's shared Ray cluster (``ray_local`` from tests/ray_fixtur
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ldeq_shared.net import free_port
 from tests.serve.helpers import AUTH, TOKEN, write_tiny_checkpoint
 
 APP = "ldeq-test"
@@ -29,12 +29,6 @@ class Service:
 
     def client(self, auth: bool = True, timeout: float = 120.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=AUTH if auth else {}, timeout=timeout)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_healthy(url: str, timeout: float = 90.0, not_replica: str | None = None) -> dict:
@@ -73,7 +67,7 @@ def service(ray_local: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "batch": {"max_batch_size": 32, "wait_s": 0.005},
         }
     )
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(make_app(settings), name=APP, route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"

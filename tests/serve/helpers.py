@@ -14,7 +14,7 @@ from ldeq_core.checkpoints import save_checkpoint
 from ldeq_core.config import get_preset
 from ldeq_core.geometry import landmarks_to_box
 from ldeq_core.model import LandmarkDEQ
-from pipelines.formats.video_io import write_video
+from ldeq_shared.video_io import write_video
 
 IMAGE_SIZE = 64
 TOKEN = "test-token-123"

@@ -17,7 +17,7 @@ import pytest
 from ldeq_core.filters import ema_filter
 from ldeq_core.metrics import video_nme, video_nmf
 from ldeq_core.rwr import box_iou
-from pipelines.formats.video_io import write_video
+from ldeq_shared.video_io import write_video
 from tests.serve.conftest import Service
 from tests.serve.helpers import HAMILTON, make_bad_videos, npy_bytes, write_clip
 

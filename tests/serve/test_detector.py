@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ldeq_core.rwr import box_iou
-from pipelines.formats.video_io import iter_frames
+from ldeq_shared.video_io import iter_frames
 from serve.detector import FaceTrack, HaarFaceDetector, choose_face, find_first_face, scale_box
 from serve.settings import DetectorSettings
 from tests.serve.helpers import HAMILTON

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
+from ldeq_core.fileio import save_npy_atomic
 from ldeq_core.geometry import landmarks_to_box
 from ldeq_core.npyio import load_npy
-from pipelines.formats.atomic import save_npy_atomic
-from pipelines.formats.errors import BadItem, DataError
-from pipelines.formats.video_io import VideoInfo, iter_frames, probe_video, verify_video, write_video
+from ldeq_shared.errors import BadItem, DataError
+from ldeq_shared.video_io import VideoInfo, iter_frames, probe_video, verify_video, write_video
 
 N_POINTS = 98
 LANDMARK_BOX_EXPAND = 1.1  # boxes of a clip without a bboxes file: landmark box x 1.1 (the 300-W convention)
@@ -79,7 +80,7 @@ def _load_npy(path: Path) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _first(mask: np.ndarray) -> int:
+def _first(mask: npt.ArrayLike) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
