@@ -199,6 +199,8 @@ class SolveGraph(nn.Module):
                 "the model's solver is in upstream mode (batch-mean stop, spec §2.1-2.2), which has no per-sample "
                 "ONNX equivalent: export --mode rwr only, or set solver.upstream=False"
             )
+        if solver.method not in ("fpi", "anderson"):
+            raise ValueError(f"solver {solver.method!r} has no ONNX solve graph (fpi and anderson do): --mode rwr")
         if nfe < 1:
             raise ValueError(f"the solve needs nfe >= 1, got {nfe}")
         self.model, self.nfe = model, int(nfe)
