@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 
 from ldeq_core.face_tracking import FaceResult, given_boxes_check
+from ldeq_core.fileio import atomic_path
 from ldeq_core.landmarker import FaceLandmarker
-from pipelines.formats.atomic import atomic_path
-from pipelines.formats.errors import DataError
-from pipelines.formats.video_io import iter_frames, probe_video, verify_video
+from ldeq_shared.errors import DataError
+from ldeq_shared.video_io import iter_frames, probe_video, verify_video
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

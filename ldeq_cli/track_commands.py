@@ -60,7 +60,7 @@ def track(
         onnx_engine,
         resolve_device,
     )
-    from pipelines.formats.errors import DataError
+    from ldeq_shared.errors import DataError
 
     console = Console(stderr=True)
     try:

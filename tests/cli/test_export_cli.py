@@ -25,7 +25,7 @@ from ldeq_core.config import get_preset
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.onnx_export import read_metadata
 from ldeq_core.onnx_runtime import cached_export_path
-from pipelines.formats.video_io import write_video
+from ldeq_shared.video_io import write_video
 
 N_FRAMES = 8
 LIMIT_FRAME_PX = 0.1 * 64 / 256 * 1.2 * 60 / 64 + 2 * 5e-4
