@@ -37,7 +37,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ldeq_core.filters import TemporalFilter, make_filter
-from ldeq_core.geometry import landmarks_to_box
+from ldeq_core.geometry import grow_box, landmarks_to_box
 from ldeq_core.rwr import RwRTracker
 
 
@@ -135,13 +135,6 @@ def match_boxes(tracks: np.ndarray, detections: np.ndarray, min_score: float) ->
     score = affinity_matrix(tracks, detections)
     rows, cols = linear_sum_assignment(-score)
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if score[r, c] >= min_score and score[r, c] > 0]
-
-
-def grow_box(box: np.ndarray, factor: float) -> np.ndarray:
-    """Scale an (x1, y1, x2, y2) box by ``factor`` about its centre."""
-    b = np.asarray(box, dtype=np.float64)[:4]
-    c, half = (b[:2] + b[2:]) / 2.0, (b[2:] - b[:2]) * factor / 2.0
-    return np.concatenate([c - half, c + half])
 
 
 class MultiFaceTracker:

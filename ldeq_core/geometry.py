@@ -82,6 +82,14 @@ def crop_face(
     return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), m
 
 
+def grow_box(box: np.ndarray, factor: float) -> np.ndarray:
+    """Scale (x1, y1, x2, y2) boxes by ``factor`` about their centres; (..., >=4) -> (..., 4) (extra columns such
+    as a detector score are dropped)."""
+    b = np.asarray(box, dtype=np.float64)[..., :4]
+    c, half = (b[..., :2] + b[..., 2:]) / 2.0, (b[..., 2:] - b[..., :2]) * factor / 2.0
+    return np.concatenate([c - half, c + half], axis=-1)
+
+
 def landmarks_to_box(points: np.ndarray) -> np.ndarray:
     """Tight (x1, y1, x2, y2) box of (L, 2) landmarks, or (..., 4) for stacked (..., L, 2)."""
     p = np.asarray(points, dtype=np.float64)

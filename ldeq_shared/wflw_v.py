@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ldeq_core.fileio import save_npy_atomic
-from ldeq_core.geometry import landmarks_to_box
+from ldeq_core.geometry import grow_box, landmarks_to_box
 from ldeq_core.npyio import load_npy
 from ldeq_shared.errors import BadItem, DataError
 from ldeq_shared.video_io import VideoInfo, iter_frames, probe_video, verify_video, write_video
@@ -150,9 +150,7 @@ def load_wflw_v_clip(
 
 def landmark_boxes(landmarks: np.ndarray, expand: float = LANDMARK_BOX_EXPAND) -> np.ndarray:
     """(T, 4) boxes: each frame's tight landmark box grown by ``expand`` about its centre."""
-    tight = landmarks_to_box(np.asarray(landmarks, dtype=np.float64))
-    centre, half = (tight[:, :2] + tight[:, 2:]) / 2.0, (tight[:, 2:] - tight[:, :2]) / 2.0 * expand
-    return np.concatenate([centre - half, centre + half], axis=1)
+    return grow_box(landmarks_to_box(np.asarray(landmarks, dtype=np.float64)), expand)
 
 
 def scan_wflw_v(

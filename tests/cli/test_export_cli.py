@@ -30,19 +30,12 @@ from ldeq_shared.video_io import write_video
 N_FRAMES = 8
 LIMIT_FRAME_PX = 0.1 * 64 / 256 * 1.2 * 60 / 64 + 2 * 5e-4
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
 
 def _invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.output
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch (and onnxruntime) thread: on the shared 2-core machine, 2 threads under load are much slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

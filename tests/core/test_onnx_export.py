@@ -12,7 +12,6 @@ the trained zoo model ~1e-4 px, also over tracked frames.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,8 @@ SOLVE_NFE = 6
 STATE_RTOL = 2e-4  # relative L2 norm of the state difference: the d of the landmark limit
 RESIDUAL_RTOL = 1e-3
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
 
 def _model_with_split_stops(method: str, size: int = SIZE) -> LandmarkDEQ:
     """A random tiny model, made contractive like a trained DEQ (the state's input weights scaled by 0.1; at random
@@ -64,15 +65,6 @@ def _model_with_split_stops(method: str, size: int = SIZE) -> LandmarkDEQ:
     assert crit[gap + 1] - crit[gap] > 5e-3 * crit[gap + 1], "no clear gap between per-sample residuals"
     model.cfg = model.cfg.replace(solver={"tol": float(crit[gap] + crit[gap + 1]) / 2})
     return model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch (and onnxruntime) thread: on the shared 2-core machine, 2 threads under load are much slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

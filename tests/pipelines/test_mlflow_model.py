@@ -30,7 +30,7 @@ from ldeq_shared.net import free_port
 from tests.pipelines.test_mlflow_server import _stop
 from tests.serve.helpers import IMAGE_SIZE, write_tiny_checkpoint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # one_torch_thread: tests/conftest.py
 
 NAME = "ldeq-landmarks"
 CHAMPION = f"models:/{NAME}@champion"
@@ -43,16 +43,6 @@ class Registered:
     checkpoint: Path
     run_id: str
     version: int
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core machine under load, 2 OpenMP threads made a 3-crop predict of the
-    tiny model take 15 s instead of 0.04 s (spinning threads competing for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +191,7 @@ def test_mlflow_models_serve_answers_invocations(registered: Registered, tmp_pat
         "MLFLOW_TRACKING_URI": registered.uri,
         "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # the server execs `uvicorn`
         "PYTHONPATH": os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p),
-        "OMP_NUM_THREADS": "1",  # as _one_torch_thread, for the server's torch
+        "OMP_NUM_THREADS": "1",  # as one_torch_thread, for the server's torch
     }
     env.pop("MLFLOW_REGISTRY_URI", None)
     cmd = [str(mlflow_cli), "models", "serve", "-m", CHAMPION, "--env-manager", "local"]
