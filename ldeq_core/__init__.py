@@ -8,8 +8,11 @@ from ldeq_core.config import GradConfig, ModelConfig, SolverConfig, get_preset
 from ldeq_core.model import LandmarkDEQ, LDEQOutput
 from ldeq_core.pretrained import default_pretrained, get_pretrained, list_pretrained, load_pretrained
 from ldeq_core.rwr import RwRConfig, RwRTracker, track_videos
+from ldeq_core.streams import FrameInput, FrameSyncRunner, VideoInput
 
 __all__ = [
+    "FrameInput",
+    "FrameSyncRunner",
     "GradConfig",
     "LDEQOutput",
     "LandmarkDEQ",
@@ -17,6 +20,7 @@ __all__ = [
     "RwRConfig",
     "RwRTracker",
     "SolverConfig",
+    "VideoInput",
     "default_pretrained",
     "get_preset",
     "get_pretrained",

@@ -18,9 +18,10 @@ Policy, per frame:
 3. **Track loss**: a landmark box that is non-finite, smaller than ``min_face`` pixels or centred off the frame
    marks the track lost; it keeps its last box for this frame's detection and ends unless a detection matches it.
    Two tracks that converge on one face (IoU above ``duplicate_iou``) keep the older id.
-4. **Landmarks**: all live tracks of the frame are solved in one batch by :class:`~ldeq_core.rwr.RwRTracker`,
-   one RwR stream per track id; a new track's first frame is a full solve. An optional streaming temporal filter
-   (``ldeq_core.filters``) runs per track on the frame-pixel landmarks.
+4. **Landmarks**: all live tracks of the frame are solved in one batch by a
+   :class:`~ldeq_core.streams.FrameSyncRunner` over the :class:`~ldeq_core.rwr.RwRTracker`, one stream per track
+   id; a new track's first frame is a full solve. An optional streaming temporal filter (``ldeq_core.filters``)
+   runs per stream on the frame-pixel landmarks.
 
 With ``boxes`` given to :meth:`MultiFaceTracker.process`, detection is skipped and each given box is one face
 (ids 0..N-1 in the given order).
@@ -39,6 +40,7 @@ from scipy.optimize import linear_sum_assignment
 from ldeq_core.filters import TemporalFilter, make_filter
 from ldeq_core.geometry import grow_box, landmarks_to_box
 from ldeq_core.rwr import RwRTracker
+from ldeq_core.streams import FrameInput, FrameSyncRunner
 
 
 class Detector(Protocol):
@@ -93,7 +95,6 @@ class _Track:
     lost: bool = False
     missed: int = 0
     age: int = 0
-    filt: TemporalFilter | None = None
     landmarks: np.ndarray | None = field(default=None, repr=False)
 
 
@@ -154,6 +155,7 @@ class MultiFaceTracker:
         filter_params: dict[str, Any] | None = None,
     ) -> None:
         self.tracker = tracker
+        self.runner = FrameSyncRunner(tracker)  # one stream per track id (its RwR state and filter)
         self.detector = detector
         self.cfg = cfg or FaceTrackingConfig()
         self._make_filter: Callable[[], TemporalFilter] | None = None
@@ -169,7 +171,7 @@ class MultiFaceTracker:
     def reset(self) -> None:
         """Forget every track (a shot cut or a new video); ids keep increasing."""
         for tr in self.tracks:
-            self.tracker.reset(tr.face_id)
+            self.runner.drop_stream(tr.face_id)
         self.tracks = []
         self._detect_next = True
 
@@ -186,30 +188,25 @@ class MultiFaceTracker:
         if not self.tracks:
             return []
         live = self.tracks
-        res = self.tracker.step(
-            [frame] * len(live),
-            np.stack([tr.box for tr in live]),
-            [tr.face_id for tr in live],
-            reset=[tr.reset for tr in live],
+        for tr in live:
+            if not self.runner.has_stream(tr.face_id):
+                self.runner.add_stream(tr.face_id, filter=self._make_filter() if self._make_filter else None)
+        outs = self.runner.step(
+            [FrameInput(tr.face_id, tr.box, frame=frame, reset=tr.reset, box_source=tr.source) for tr in live]
         )
-        assert res.landmarks is not None
-        out = []
-        for j, tr in enumerate(live):
-            raw = res.landmarks[j]
-            tr.landmarks = raw
-            shown = raw if tr.filt is None else tr.filt.update(raw)
-            out.append(
-                FaceResult(tr.face_id, tr.box.copy(), shown, int(res.nfe[j]), bool(res.full_solve[j]), tr.source)
-            )
+        results = []
+        for tr, o in zip(live, outs, strict=True):
+            tr.landmarks = o.raw_landmarks
+            results.append(FaceResult(tr.face_id, tr.box.copy(), o.landmarks, o.nfe, o.full_solve, tr.source))
             tr.reset, tr.age = False, tr.age + 1
-        return out
+        return results
 
     # ------------------------------------------------------------------------------------------ internals
     def _use_given(self, boxes: np.ndarray) -> None:
         while len(self.tracks) < len(boxes):
             self.tracks.append(self._new_track(boxes[len(self.tracks)], "given", face_id=len(self.tracks)))
         for tr in self.tracks[len(boxes) :]:
-            self.tracker.reset(tr.face_id)
+            self.runner.drop_stream(tr.face_id)
         self.tracks = self.tracks[: len(boxes)]
         for tr, box in zip(self.tracks, boxes, strict=True):
             tr.box = box.copy()
@@ -217,11 +214,10 @@ class MultiFaceTracker:
     def _new_track(self, box: np.ndarray, source: str, face_id: int | None = None) -> _Track:
         if face_id is None:
             face_id, self._next_id = self._next_id, self._next_id + 1
-        filt = self._make_filter() if self._make_filter else None
-        return _Track(face_id=face_id, box=np.asarray(box, dtype=np.float64)[:4].copy(), source=source, filt=filt)
+        return _Track(face_id=face_id, box=np.asarray(box, dtype=np.float64)[:4].copy(), source=source)
 
     def _end(self, tr: _Track) -> None:
-        self.tracker.reset(tr.face_id)
+        self.runner.drop_stream(tr.face_id)
         self._detect_next = True
 
     def _update_tracks(self, frame: np.ndarray) -> None:

@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import torch
 
+from ldeq_core.defaults import EXTRA_SCALE
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -33,7 +35,7 @@ def validate_box(box: np.ndarray, frame_size: tuple[int, int] | None = None, *, 
             raise ValueError(f"{name}: box {b[:4].tolist()} lies entirely outside the {w}x{h} frame")
 
 
-def box_to_affine(box: np.ndarray, out_size: int = 256, extra_scale: float = 1.2) -> np.ndarray:
+def box_to_affine(box: np.ndarray, out_size: int = 256, extra_scale: float = EXTRA_SCALE) -> np.ndarray:
     """Affine (2, 3) taking frame pixels to an ``out_size`` square crop around ``box`` (spec §5.4).
 
     The box corners are rounded to integers (``int(v + 0.5)``), the centre is ``x1 + w // 2`` with
@@ -67,7 +69,7 @@ def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def crop_face(
-    frame_bgr: np.ndarray, box: np.ndarray, out_size: int = 256, extra_scale: float = 1.2
+    frame_bgr: np.ndarray, box: np.ndarray, out_size: int = 256, extra_scale: float = EXTRA_SCALE
 ) -> tuple[np.ndarray, np.ndarray]:
     """Crop ``frame_bgr`` (H, W, 3) to an RGB ``out_size`` square around ``box``; return (crop_rgb, affine)."""
     m = box_to_affine(box, out_size, extra_scale)

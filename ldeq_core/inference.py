@@ -155,9 +155,22 @@ def precision_context(precision: Precision, device_type: str) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
 
 
+def warp_state_batch(z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample states (N, C, H, W) with per-sample ``affine_grid`` thetas (N, 2, 3) (``align_corners=True``,
+    bilinear, zeros outside): the crop-invariant RwR warm start (``ldeq_core.rwr.heatmap_warp_theta``). Pure tensor
+    ops of fixed shape, so it is captured in the RwR step's CUDA graph."""
+    grid = torch.nn.functional.affine_grid(theta.float(), list(z.shape), align_corners=True)
+    out = torch.nn.functional.grid_sample(z.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.to(z.dtype)
+
+
+def _identity_thetas(n: int, device: torch.device) -> torch.Tensor:
+    return torch.eye(2, 3, device=device).expand(n, 2, 3).contiguous()
+
+
 class _GraphedSteps:
-    """The fixed-steps function (``forward_fixed``, compiled or not) captured as a CUDA graph for one (nfe, batch)
-    pair, with static input/output buffers."""
+    """The fixed-steps function (``forward_fixed``, compiled or not), optionally preceded by the state warp,
+    captured as a CUDA graph for one (nfe, batch, warp) triple, with static input/output buffers."""
 
     def __init__(
         self,
@@ -168,28 +181,42 @@ class _GraphedSteps:
         batch: int,
         pool: Any,
         fmt: torch.memory_format,
+        warp: bool = False,
     ) -> None:
         dev = next(model.parameters()).device
         size = model.cfg.image_size
         self.img = torch.zeros(batch, 3, size, size, device=dev).contiguous(memory_format=fmt)
         self.z0 = torch.zeros(model.z_shape(batch), device=dev).contiguous(memory_format=fmt)
+        self.theta = _identity_thetas(batch, dev) if warp else None
+
+        def run() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            z0 = self.z0 if self.theta is None else warp_state_batch(self.z0, self.theta).contiguous(memory_format=fmt)
+            return step(self.img, z0, nfe)
+
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side), precision_context(policy.precision, "cuda"):
             for _ in range(3):  # warm-up outside the graph (compilation, cuDNN algorithm choice, allocator)
-                step(self.img, self.z0, nfe)
+                run()
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool), precision_context(policy.precision, "cuda"):
-            self.out = step(self.img, self.z0, nfe)
+            self.out = run()
 
-    def __call__(self, img: torch.Tensor, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, img: torch.Tensor, z0: torch.Tensor, theta: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n = img.shape[0]
         self.img[:n].copy_(img)
         self.z0[:n].copy_(z0)
+        if self.theta is not None:
+            assert theta is not None
+            self.theta[:n].copy_(theta)
         if n < self.img.shape[0]:  # padding rows: finite inputs, results discarded
             self.img[n:].zero_()
             self.z0[n:].zero_()
+            if self.theta is not None:
+                self.theta[n:].copy_(_identity_thetas(self.theta.shape[0] - n, self.theta.device))
         self.graph.replay()
         coords, z, rel = self.out
         return coords[:n].clone(), z[:n].clone(), rel[:n].clone()
@@ -215,7 +242,7 @@ class InferenceEngine:
                     lambda images, z0, nfe: model.forward_fixed(images, z0, nfe), dynamic=False, fullgraph=True
                 )
             self._step = self._compiled_step
-        self._graphs: dict[tuple[int, int], _GraphedSteps] = {}
+        self._graphs: dict[tuple[int, int, bool], _GraphedSteps] = {}
         self._pool: Any = None
 
     def describe(self) -> str:
@@ -233,14 +260,15 @@ class InferenceEngine:
             torch._dynamo.maybe_mark_dynamic(z0, 0)
         return self._compiled(images, z0, nfe)
 
-    def warmup(self, nfe: int, max_batch: int) -> list[int]:
-        """Compile and capture the fixed-steps graphs of every batch bucket up to ``max_batch`` now (rather than on
-        the first request that needs each); returns the buckets prepared (none without CUDA graphs)."""
+    def warmup(self, nfe: int, max_batch: int, warp: bool = False) -> list[int]:
+        """Compile and capture the fixed-steps graphs (with the state warp when ``warp``) of every batch bucket up to
+        ``max_batch`` now (rather than on the first request that needs each); returns the buckets prepared (none
+        without CUDA graphs)."""
         if not self.policy.cuda_graphs:
             return []
         buckets = [b for b in self.policy.graph_batches if b <= max_batch]
         for b in buckets:
-            self._graphed(nfe, b)
+            self._graphed(nfe, b, warp)
         return buckets
 
     def _prep(self, t: torch.Tensor) -> torch.Tensor:
@@ -254,26 +282,39 @@ class InferenceEngine:
 
     @torch.no_grad()
     def fixed_steps(
-        self, images: torch.Tensor, z0: torch.Tensor, nfe: int
+        self, images: torch.Tensor, z0: torch.Tensor, nfe: int, thetas: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Exactly ``nfe`` cell evaluations from ``z0``: (coords (B, L, 2) in [0, 1), z, relative residual (B,))."""
+        """Exactly ``nfe`` cell evaluations from ``z0``: (coords (B, L, 2) in [0, 1), z, relative residual (B,)).
+
+        ``thetas`` (B, 2, 3): warp ``z0`` first with :func:`warp_state_batch` (the crop-invariant RwR warm start);
+        with CUDA graphs the warp is part of the captured graph, so it costs no extra launches or host syncs."""
         images, z0 = self._prep(images), self._prep(z0)
+        if thetas is not None:
+            thetas = thetas.to(self.device, torch.float32)
+            if thetas.shape != (images.shape[0], 2, 3):
+                raise ValueError(f"thetas must have shape ({images.shape[0]}, 2, 3), got {tuple(thetas.shape)}")
         n = images.shape[0]
         if not self.policy.cuda_graphs or n == 0:
             with precision_context(self.policy.precision, self.device.type):
+                if thetas is not None:
+                    z0 = warp_state_batch(z0, thetas).contiguous(memory_format=self._fmt)
                 return self._step(images, z0, nfe)
         largest = self.policy.graph_batches[-1]
         parts = [
-            self._graphed(nfe, images[i : i + largest].shape[0])(images[i : i + largest], z0[i : i + largest])
+            self._graphed(nfe, images[i : i + largest].shape[0], thetas is not None)(
+                images[i : i + largest], z0[i : i + largest], None if thetas is None else thetas[i : i + largest]
+            )
             for i in range(0, n, largest)
         ]
         return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
 
-    def _graphed(self, nfe: int, n: int) -> _GraphedSteps:
+    def _graphed(self, nfe: int, n: int, warp: bool = False) -> _GraphedSteps:
         bucket = next(b for b in self.policy.graph_batches if b >= n)
-        key = (nfe, bucket)
+        key = (nfe, bucket, warp)
         if key not in self._graphs:
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
-            self._graphs[key] = _GraphedSteps(self.model, self._step, self.policy, nfe, bucket, self._pool, self._fmt)
+            self._graphs[key] = _GraphedSteps(
+                self.model, self._step, self.policy, nfe, bucket, self._pool, self._fmt, warp
+            )
         return self._graphs[key]

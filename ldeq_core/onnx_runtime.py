@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ldeq_core.checkpoints import LoadedCheckpoint
+from ldeq_core.inference import warp_state_batch
 from ldeq_core.model import LandmarkDEQ, LDEQOutput
 from ldeq_core.onnx_export import ONNX_FORMAT, export_model, require, solve_path_for
 from ldeq_core.solvers import SolverStats
@@ -111,9 +112,12 @@ class OnnxEngine:
         return "cpu: onnxruntime (" + ", ".join(p for p in parts if p) + ")"
 
     def fixed_steps(
-        self, images: torch.Tensor, z0: torch.Tensor, nfe: int
+        self, images: torch.Tensor, z0: torch.Tensor, nfe: int, thetas: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Exactly ``nfe`` (the exported budget) cell evaluations from ``z0``: (coords in [0, 1), z, rel residual)."""
+        """Exactly ``nfe`` (the exported budget) cell evaluations from ``z0``: (coords in [0, 1), z, rel residual);
+        ``thetas`` warps ``z0`` first (in torch, as the torch engine does)."""
+        if thetas is not None:
+            z0 = warp_state_batch(z0.float(), thetas.float())
         if self.rwr is None:
             raise ValueError("no RwR step graph was loaded (export with --mode rwr or both)")
         if nfe != self.rwr.nfe:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ldeq_core.checkpoints import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from ldeq_core.defaults import BUDGET_NFE, EXTRA_SCALE
 from ldeq_core.fileio import atomic_path, file_sha256, write_bytes_atomic
 from ldeq_core.model import LandmarkDEQ
 
@@ -73,7 +74,7 @@ __all__ = [
 ZOO_FORMAT = "ldeq-zoo/1"
 METAFILE = "zoo.json"
 PACKAGE_ZOO_DIR = Path(__file__).resolve().parent / "zoo"
-DEFAULT_BUDGET_NFE = 2
+DEFAULT_BUDGET_NFE = BUDGET_NFE
 DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -555,7 +556,7 @@ def register_pretrained(
     defaults = dict(
         video_defaults
         if video_defaults is not None
-        else {"mode": "rwr", "budget_nfe": DEFAULT_BUDGET_NFE, "crop_size": cfg.image_size, "extra_scale": 1.2}
+        else {"mode": "rwr", "budget_nfe": DEFAULT_BUDGET_NFE, "crop_size": cfg.image_size, "extra_scale": EXTRA_SCALE}
     )
     RwRConfig(**defaults)  # unknown keys or bad values raise here, not at a user's load
     if url is not None and urllib.parse.urlparse(url).scheme.lower() not in _URL_SCHEMES:

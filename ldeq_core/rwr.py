@@ -23,7 +23,7 @@ import torch
 
 from ldeq_core.config import SolverConfig
 from ldeq_core.geometry import apply_affine, crop_face, invert_affine, to_model_input
-from ldeq_core.inference import InferenceEngine, InferencePolicy
+from ldeq_core.inference import InferenceEngine, InferencePolicy, warp_state_batch
 from ldeq_core.model import LandmarkDEQ
 
 
@@ -91,13 +91,25 @@ def heatmap_warp_theta(prev_affine: np.ndarray, cur_affine: np.ndarray, size: in
     return (norm @ cells @ np.linalg.inv(norm))[:2]
 
 
+def heatmap_warp_thetas(prev_affines: np.ndarray, cur_affines: np.ndarray, size: int, heatmap: int) -> np.ndarray:
+    """:func:`heatmap_warp_theta` for stacks (N, 2, 3) of previous and current crop affines, in one batched numpy
+    computation (no per-stream Python on the hot path); returns (N, 2, 3)."""
+    prev = np.asarray(prev_affines, dtype=np.float64).reshape(-1, 2, 3)
+    cur = np.asarray(cur_affines, dtype=np.float64).reshape(-1, 2, 3)
+    n = prev.shape[0]
+    bottom = np.broadcast_to(np.array([0.0, 0.0, 1.0]), (n, 1, 3))
+    prev3, cur3 = np.concatenate([prev, bottom], axis=1), np.concatenate([cur, bottom], axis=1)
+    stride = size / heatmap
+    cell_to_px = np.diag([stride, stride, 1.0])
+    norm = np.array([[2.0 / (heatmap - 1), 0.0, -1.0], [0.0, 2.0 / (heatmap - 1), -1.0], [0.0, 0.0, 1.0]])
+    left = norm @ np.linalg.inv(cell_to_px)
+    right = cell_to_px @ np.linalg.inv(norm)
+    return (left @ prev3 @ np.linalg.inv(cur3) @ right)[:, :2]
+
+
 def warp_states(z: torch.Tensor, thetas: np.ndarray) -> torch.Tensor:
     """Resample states (N, C, H, W) with per-sample thetas (N, 2, 3) (bilinear, zeros outside the old crop)."""
-    theta = torch.as_tensor(thetas, dtype=torch.float32, device=z.device)
-    grid = torch.nn.functional.affine_grid(theta, list(z.shape), align_corners=True)
-    return torch.nn.functional.grid_sample(
-        z.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
-    ).to(z.dtype)
+    return warp_state_batch(z, torch.as_tensor(thetas, dtype=torch.float32, device=z.device))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -221,15 +233,21 @@ class RwRTracker:
                 outs.append((fresh_idx, (out.coords, out.z_star, out.stats.nfe, out.stats.rel_residual)))
             if warm_idx.size:
                 z0 = torch.stack([self.streams[stream_ids[i]].z for i in warm_idx.tolist()]).to(dev)
+                thetas = None
                 if cfg.warp_state and affines is not None:
-                    z0 = self._warp(z0, [stream_ids[i] for i in warm_idx.tolist()], affines[warm_idx])
+                    thetas = self._warp_thetas([stream_ids[i] for i in warm_idx.tolist()], affines[warm_idx])
                 warm_images = images[torch.as_tensor(warm_idx, device=dev)]
                 if cfg.tol == 0 and cfg.gamma == 0:
-                    # The hot path: exactly budget_nfe steps, no stopping test (CUDA-graph captured on a GPU).
-                    coords_w, z_w, rel_w = self.engine.fixed_steps(warm_images, z0, cfg.budget_nfe)
+                    # The hot path: exactly budget_nfe steps, no stopping test (CUDA-graph captured on a GPU, the
+                    # state warp inside the graph).
+                    coords_w, z_w, rel_w = self.engine.fixed_steps(
+                        warm_images, z0, cfg.budget_nfe, None if thetas is None else torch.as_tensor(thetas)
+                    )
                     nfe_w = torch.full((warm_idx.size,), cfg.budget_nfe, dtype=torch.long)
                     outs.append((warm_idx, (coords_w, z_w, nfe_w, rel_w)))
                 else:
+                    if thetas is not None:
+                        z0 = warp_states(z0, thetas)
                     warm = SolverConfig(
                         method="fpi", max_nfe=cfg.budget_nfe, tol=cfg.tol, stop_mode=model.cfg.solver.stop_mode
                     )
@@ -255,17 +273,14 @@ class RwRTracker:
                 )
         return StepResult(coords=coords, nfe=nfe, full_solve=fresh, rel_residual=rel)
 
-    def _warp(self, z0: torch.Tensor, sids: Sequence[Hashable], affines: np.ndarray) -> torch.Tensor:
-        """The previous equilibria resampled into the current crops (streams without a stored affine unchanged)."""
-        size, hm = self.cfg.crop_size, self.model.cfg.heatmap_size
-        eye = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-        thetas = np.stack(
-            [
-                eye if (prev := self.streams[sid].affine) is None else heatmap_warp_theta(prev, cur, size, hm)
-                for sid, cur in zip(sids, affines, strict=True)
-            ]
-        )
-        return warp_states(z0, thetas)
+    def _warp_thetas(self, sids: Sequence[Hashable], affines: np.ndarray) -> np.ndarray:
+        """(N, 2, 3) thetas resampling each stream's previous equilibrium into its current crop (identity for a
+        stream without a stored affine: its previous crop is taken to be the current one)."""
+        cur = np.asarray(affines, dtype=np.float64).reshape(-1, 2, 3)
+        prev = np.stack(
+            [cur[i] if (a := self.streams[sid].affine) is None else a for i, sid in enumerate(sids)]
+        ).astype(np.float64)
+        return heatmap_warp_thetas(prev, cur, self.cfg.crop_size, self.model.cfg.heatmap_size)
 
     def _needs_full_solve(self, sid: Hashable, box: np.ndarray | None, reset: Sequence[bool] | None, i: int) -> bool:
         if self.cfg.upstream:
@@ -294,38 +309,16 @@ def track_videos(
     """Run RwR over several videos, batching frame t of every video still playing (frame-synchronous).
 
     ``videos`` holds (frames_bgr, boxes) pairs; frames of different videos may differ in count and size.
-    Videos are processed in groups of at most ``max_batch`` streams.
+    Videos are processed in groups of at most ``max_batch`` streams, each group through its own
+    :class:`~ldeq_core.streams.FrameSyncRunner`.
     """
-    results: list[VideoResult] = [None] * len(videos)  # type: ignore[list-item]
+    from ldeq_core.streams import FrameSyncRunner, VideoInput  # streams builds on this module
+
     engine = engine or InferenceEngine(model)
+    results: list[VideoResult] = []
     for start in range(0, len(videos), max_batch):
-        group = list(range(start, min(start + max_batch, len(videos))))
-        tracker = RwRTracker(model, cfg, engine=engine)
-        outs: dict[int, list[StepResult]] = {v: [] for v in group}
-        t = 0
-        while True:
-            live = [v for v in group if t < len(videos[v][0])]
-            if not live:
-                break
-            res = tracker.step([videos[v][0][t] for v in live], np.stack([videos[v][1][t] for v in live]), live)
-            landmarks = res.landmarks
-            assert landmarks is not None  # step() maps the landmarks back to frame pixels
-            for j, v in enumerate(live):
-                outs[v].append(
-                    StepResult(
-                        res.coords[j : j + 1],
-                        res.nfe[j : j + 1],
-                        res.full_solve[j : j + 1],
-                        res.rel_residual[j : j + 1],
-                        landmarks[j : j + 1],
-                    )
-                )
-            t += 1
-        for v in group:
-            steps = outs[v]
-            results[v] = VideoResult(
-                landmarks=np.concatenate([s.landmarks for s in steps]),
-                nfe=np.concatenate([s.nfe for s in steps]),
-                full_solve=np.concatenate([s.full_solve for s in steps]),
-            )
+        group = range(start, min(start + max_batch, len(videos)))
+        runner = FrameSyncRunner.from_model(model, cfg, engine=engine)
+        tracks = runner.run([VideoInput(v, np.asarray(videos[v][1]), frames=videos[v][0]) for v in group])
+        results += [VideoResult(tr.landmarks, tr.nfe, tr.full_solve) for tr in tracks]
     return results

@@ -36,6 +36,7 @@ import torch
 from mlflow.pyfunc.model import PythonModel
 
 from ldeq_core.checkpoints import load_checkpoint
+from ldeq_core.defaults import EXTRA_SCALE
 from ldeq_core.geometry import apply_affine, crop_face, invert_affine, to_model_input
 from ldeq_core.inference import InferenceEngine, InferencePolicy
 from ldeq_core.model import LandmarkDEQ
@@ -44,7 +45,7 @@ ARTIFACT_KEY = "checkpoint"  # pyfunc artifacts key; the file is copied to artif
 # The LoggedModel's name. Not "model": MLflow 3 resolves runs:/<run>/<name> through a run's LoggedModel of that name
 # too, which would mix it into the run's own model/ artifact folder (the plain best.pt of older registry versions).
 LOGGED_MODEL_NAME = "ldeq-pyfunc"
-DEFAULT_EXTRA_SCALE = 1.2
+DEFAULT_EXTRA_SCALE = EXTRA_SCALE
 CHANNELS = ("rgb", "bgr")
 PREDICT_BATCH = 32
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from ldeq_core.defaults import BOX_EXPAND
 from ldeq_core.fileio import save_npy_atomic
 from ldeq_core.geometry import grow_box, landmarks_to_box
 from ldeq_core.npyio import load_npy
@@ -26,7 +27,7 @@ from ldeq_shared.errors import BadItem, DataError
 from ldeq_shared.video_io import VideoInfo, iter_frames, probe_video, verify_video, write_video
 
 N_POINTS = 98
-LANDMARK_BOX_EXPAND = 1.1  # boxes of a clip without a bboxes file: landmark box x 1.1 (the 300-W convention)
+LANDMARK_BOX_EXPAND = BOX_EXPAND  # boxes of a clip without a bboxes file: landmark box x 1.1 (the 300-W convention)
 PathLike = str | os.PathLike[str]
 
 

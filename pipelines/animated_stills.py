@@ -22,57 +22,8 @@ import cv2
 import numpy as np
 
 from ldeq_core.fileio import write_text_atomic
+from ldeq_shared.params import AnimParams
 from ldeq_shared.wflw_v import clip_paths, write_video_clip
-
-
-@dataclass(frozen=True)
-class AnimParams:
-    """Animation settings; amplitudes are maxima of the smooth signals (0 disables an effect)."""
-
-    face_frac: float = 0.4  # landmark-box side at scale 1, as a fraction of min(frame width, height)
-    rot_deg: float = 12.0  # rotation amplitude, degrees
-    log_scale: float = 0.12  # log-scale amplitude
-    trans_frac: float = 0.12  # translation amplitude as a fraction of the frame side (kept inside the frame)
-    perspective: float = 0.05  # projective coefficients per face size
-    freq_hz: tuple[float, float] = (0.1, 0.8)  # frequency band of the motion sinusoids
-    n_sines: int = 3
-    brightness: float = 15.0  # additive, 0..255 units
-    contrast: float = 0.12  # relative
-    gamma: float = 0.15  # log gamma
-    white_balance: float = 0.03  # per-channel relative gain
-    noise_std: float = 2.5  # Gaussian sensor noise, 0..255 units
-    blur_prob: float = 0.15  # per-frame probability of motion blur
-    blur_len: tuple[float, float] = (3.0, 15.0)  # kernel length range (px), set by the face speed
-    occluder_prob: float = 0.5  # per-video probability of a passing occluder
-    occluder_size: tuple[float, float] = (0.25, 0.5)  # radius range as a fraction of the face size
-    box_expand: float = 0.05  # landmark box grown by this fraction of its size on each side
-    box_jitter: float = 0.0  # per-frame box centre/scale noise (std, fraction of box size)
-
-    def __post_init__(self) -> None:
-        amps = (
-            "face_frac",
-            "rot_deg",
-            "log_scale",
-            "trans_frac",
-            "perspective",
-            "brightness",
-            "contrast",
-            "gamma",
-            "white_balance",
-            "noise_std",
-            "box_expand",
-            "box_jitter",
-        )
-        bad = [k for k in amps if not getattr(self, k) >= 0]
-        bad += [k for k in ("blur_prob", "occluder_prob") if not 0 <= getattr(self, k) <= 1]
-        if not 0 < self.freq_hz[0] <= self.freq_hz[1]:
-            bad.append("freq_hz")
-        if self.n_sines < 1 or self.perspective > 0.3 or not 0 < self.face_frac <= 1:
-            bad.append("n_sines >= 1, perspective <= 0.3, 0 < face_frac <= 1")
-        if not 1 <= self.blur_len[0] <= self.blur_len[1] or not 0 < self.occluder_size[0] <= self.occluder_size[1]:
-            bad.append("blur_len / occluder_size ranges")
-        if bad:
-            raise ValueError(f"invalid animated-stills parameters: {', '.join(bad)}")
 
 
 def _smooth(rng: np.random.Generator, t_s: np.ndarray, amp: float, p: AnimParams) -> np.ndarray:

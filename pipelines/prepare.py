@@ -35,121 +35,25 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ldeq_core.fileio import update_from_file, write_text_atomic
 from ldeq_shared.errors import BadItem
+from ldeq_shared.params import DATA_SOURCES, DataSettings, Params, as_params, load_params
 from ldeq_shared.prepared import PREPARED_NAME, Prepared, StillSet, VideoSet
 from ldeq_shared.wflw_v import read_id_list, scan_wflw_v
 from pipelines.formats.w300 import scan_300w
 from pipelines.formats.wflw import list_wflw_splits, scan_wflw
 
 MARKER_NAME = ".ldeq_prepare.json"
-SOURCES = ("synthetic", "300w", "wflw", "wflw_v")
+SOURCES = DATA_SOURCES
 PathLike = str | os.PathLike[str]
 
-DEFAULTS: dict[str, Any] = {
-    "source": "synthetic",
-    "out": "data/raw",
-    "seed": 0,
-    "synthetic": {
-        "n_train": 2000,
-        "n_test": 300,
-        "n_videos": 12,
-        "n_frames": 90,
-        "image_format": "jpg",
-        "workers": None,
-        "val_fraction": 0.1,
-    },
-    "w300": {
-        "root": "../shared/data/300w",
-        "subsets": ["helen_train", "afw"],
-        "val_fraction": 0.2,
-        "val_subsets": [],
-        "n_videos": 24,
-        "n_frames": 60,
-        "frame_size": [640, 480],
-        "fps": 30.0,
-        "anim": None,  # pipelines.animated_stills.AnimParams overrides, e.g. {box_jitter: 0.02, blur_prob: 0.3}
-    },
-    "wflw": {"root": None, "splits": None, "check_images": True},
-    "wflw_v": {
-        "annotations": None,
-        "archive": None,
-        "url_template": "https://www.youtube.com/watch?v={id}",
-        "lists_dir": None,
-        "split": "all",
-        "max_videos": None,
-        "workers": 4,
-        "retries": 3,
-    },
-}
 _NO_HASH_KEYS = frozenset({"workers"})  # settings that do not change the generated data
 
 
 # -------------------------------------------------------------------------------------------- settings
-def params_section(params: Mapping[str, Any], name: str, where: str = "params.yaml") -> Mapping[str, Any]:
-    """``params[name]`` (empty when absent); ``ValueError`` naming ``where`` when it is not a mapping."""
-    section = params.get(name) or {}
-    if not isinstance(section, Mapping):
-        raise ValueError(f"{where}: '{name}' must be a mapping, got {section!r}")
-    return section
-
-
-def merge_settings(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``given`` over ``defaults`` (recursively); ``ValueError`` naming ``where`` for unknown keys."""
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown} (known: {sorted(defaults)})")
-    out: dict[str, Any] = {}
-    for key, default in defaults.items():
-        value = given.get(key, default)
-        if isinstance(default, Mapping):
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{where}.{key}: expected a mapping, got {value!r}")
-            value = merge_settings(default, value, f"{where}.{key}")
-        out[key] = value
-    return out
-
-
-def data_settings(params: Mapping[str, Any], where: str = "params.yaml") -> dict[str, Any]:
-    """The ``data`` section of ``params`` merged over ``DEFAULTS``; unknown keys raise ``ValueError``."""
-    cfg = merge_settings(DEFAULTS, params_section(params, "data", where), f"{where}: data")
-    if cfg["source"] not in SOURCES:
-        raise ValueError(f"{where}: data.source must be one of {SOURCES}, got {cfg['source']!r}")
-    syn = cfg["synthetic"]
-    for key in ("n_train", "n_test", "n_videos", "n_frames"):
-        if not isinstance(syn[key], int) or syn[key] < 0:
-            raise ValueError(f"{where}: data.synthetic.{key} must be an integer >= 0, got {syn[key]!r}")
-    w3 = cfg["w300"]
-    if not 0.0 <= float(w3["val_fraction"]) <= 1.0:
-        raise ValueError(f"{where}: data.w300.val_fraction must be in [0, 1], got {w3['val_fraction']!r}")
-    if len(w3["frame_size"]) != 2:
-        raise ValueError(f"{where}: data.w300.frame_size must be [width, height], got {w3['frame_size']!r}")
-    if w3["anim"] is not None:
-        from pipelines.animated_stills import AnimParams
-
-        if not isinstance(w3["anim"], Mapping):
-            raise ValueError(f"{where}: data.w300.anim must be a mapping of AnimParams fields, got {w3['anim']!r}")
-        known = set(AnimParams.__dataclass_fields__)
-        if set(w3["anim"]) - known:
-            raise ValueError(f"{where}: data.w300.anim: unknown key(s) {sorted(set(w3['anim']) - known)}")
-        AnimParams(**w3["anim"])  # range checks
-    return cfg
-
-
-def load_params(path: PathLike) -> dict[str, Any]:
-    """Read a params YAML file (a mapping); ``ValueError`` naming the file otherwise."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p}: params file does not exist")
-    try:
-        params = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{p}: not valid YAML ({err})") from None
-    if not isinstance(params, Mapping):
-        raise ValueError(f"{p}: top level must be a mapping")
-    return dict(params)
+def data_settings(params: Params | Mapping[str, Any], where: str = "params.yaml") -> DataSettings:
+    """The typed ``data`` section of ``params`` (a :class:`Params`, or a mapping parsed by it)."""
+    return as_params(params, where).data
 
 
 def data_affecting(settings: Any) -> Any:
@@ -243,10 +147,10 @@ def _wflw_stills(
     return StillSet(dataset, "wflw", _rel(root, out), out_splits), bad
 
 
-def _prepare_synthetic(cfg: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:
+def _prepare_synthetic(cfg: DataSettings, out: Path, progress: bool) -> dict[str, Any]:
     from pipelines.synthetic.generate import generate_dataset
 
-    syn = {k: v for k, v in cfg["synthetic"].items() if k != "val_fraction"} | {"seed": cfg["seed"]}
+    syn = {k: v for k, v in cfg.to_dict()["synthetic"].items() if k != "val_fraction"} | {"seed": cfg.seed}
     sha = settings_hash(syn)
     gen = out / "synthetic"
     if not _marker_matches(gen, sha):
@@ -268,7 +172,7 @@ def _prepare_synthetic(cfg: dict[str, Any], out: Path, progress: bool) -> dict[s
         shutil.rmtree(gen, ignore_errors=True)
         os.replace(tmp, gen)
     stills, bad = _wflw_stills("synthetic", gen / "wflw", out, None, check_images=False)
-    _carve_val(stills, float(cfg["synthetic"].get("val_fraction", 0.1)))
+    _carve_val(stills, float(cfg.synthetic.val_fraction))
     videos, vbad = _video_sets_from_lists("synthetic", gen / "wflw_v", out, 98)
     return {
         "n_landmarks": 98,
@@ -313,9 +217,9 @@ def split_300w(names: Sequence[str], val_fraction: float, val_subsets: Sequence[
     return out
 
 
-def _resolve_input(value: Any, key: str, base: Path) -> Path:
+def _resolve_input(value: Any, key: str, base: Path, source: str = "params.yaml") -> Path:
     if not value:
-        raise ValueError(f"params.yaml: {key} must be set for this data source")
+        raise ValueError(f"{source}: {key} must be set for this data source")
     p = Path(os.path.expanduser(str(value)))
     p = p if p.is_absolute() else base / p
     if not p.is_dir():
@@ -323,11 +227,11 @@ def _resolve_input(value: Any, key: str, base: Path) -> Path:
     return p
 
 
-def _prepare_300w(cfg: dict[str, Any], out: Path, base: Path, progress: bool) -> dict[str, Any]:
+def _prepare_300w(cfg: DataSettings, out: Path, base: Path, progress: bool) -> dict[str, Any]:
     from pipelines.animated_stills import build_animated_stills_dataset
 
-    w3 = cfg["w300"]
-    root = _resolve_input(w3["root"], "data.w300.root", base)
+    w3 = cfg.to_dict()["w300"]
+    root = _resolve_input(cfg.w300.root, "data.w300.root", base)
     good, skipped = scan_300w(root, w3["subsets"] or None, check_images=True)
     bad = _bad("300w", "", skipped)
     by_name = {g.name: g for g in good}
@@ -346,7 +250,7 @@ def _prepare_300w(cfg: dict[str, Any], out: Path, base: Path, progress: bool) ->
         anim = {k: w3[k] for k in ("n_videos", "n_frames", "frame_size", "fps")}
         if w3.get("anim"):
             anim["anim"] = dict(w3["anim"])  # part of the hash only when set: existing folders stay valid
-        anim.update(seed=cfg["seed"], val=splits["val"], inputs=fingerprint)
+        anim.update(seed=cfg.seed, val=splits["val"], inputs=fingerprint)
         sha = settings_hash(anim)
         vdir = out / "300w_anim"
         if not _marker_matches(vdir, sha):
@@ -360,7 +264,7 @@ def _prepare_300w(cfg: dict[str, Any], out: Path, base: Path, progress: bool) ->
             n_frames=int(w3["n_frames"]),
             size=(int(w3["frame_size"][0]), int(w3["frame_size"][1])),
             fps=float(w3["fps"]),
-            seed=int(cfg["seed"]),
+            seed=int(cfg.seed),
             params=dict(w3.get("anim") or {}),
             id_prefix="anim",
             skip_existing=True,
@@ -381,17 +285,17 @@ def _prepare_300w(cfg: dict[str, Any], out: Path, base: Path, progress: bool) ->
 
 
 def _wflw_input(
-    cfg: dict[str, Any], out: Path, base: Path
+    cfg: DataSettings, out: Path, base: Path
 ) -> tuple[list[StillSet], list[dict[str, str]], dict[str, str]]:
-    wf = cfg["wflw"]
-    root = _resolve_input(wf["root"], "data.wflw.root", base)
-    stills, bad = _wflw_stills("wflw", root, out, wf["splits"], bool(wf["check_images"]))
+    wf = cfg.wflw
+    root = _resolve_input(wf.root, "data.wflw.root", base)
+    stills, bad = _wflw_stills("wflw", root, out, wf.splits, wf.check_images)
     files = [root / f"{s['source_split']}.txt" for s in stills.splits.values()]
     files += [root / s["source_split"] / rel for s in stills.splits.values() for rel in s["items"]]
     return [stills], bad, {_rel(root, out): fingerprint_tree(root, files)}
 
 
-def _prepare_wflw_v(cfg: dict[str, Any], out: Path, base: Path, progress: bool) -> dict[str, Any]:
+def _prepare_wflw_v(cfg: DataSettings, out: Path, base: Path, progress: bool) -> dict[str, Any]:
     from pipelines.acquire_wflw_v import (
         MANIFEST_NAME,
         Manifest,
@@ -401,10 +305,10 @@ def _prepare_wflw_v(cfg: dict[str, Any], out: Path, base: Path, progress: bool) 
     )
     from pipelines.wflw_v_lists import load_lists_from_dir, load_shipped_lists
 
-    wv = cfg["wflw_v"]
+    wv = cfg.wflw_v
     lists = (
-        load_lists_from_dir(_resolve_input(wv["lists_dir"], "data.wflw_v.lists_dir", base))
-        if wv["lists_dir"]
+        load_lists_from_dir(_resolve_input(wv.lists_dir, "data.wflw_v.lists_dir", base))
+        if wv.lists_dir
         else load_shipped_lists()
     )
     vdir = out / "wflw_v"
@@ -415,25 +319,25 @@ def _prepare_wflw_v(cfg: dict[str, Any], out: Path, base: Path, progress: bool) 
         p = Path(os.path.expanduser(str(v)))
         return p if p.is_absolute() else base / p
 
-    if wv["archive"]:
+    if wv.archive:
         acquire_from_archive(
             vdir,
-            local(wv["archive"]),
+            local(wv.archive),
             lists=lists,
-            workers=int(wv["workers"]),
-            retries=int(wv["retries"]),
+            workers=wv.workers,
+            retries=wv.retries,
             progress=progress,
         )
     else:
         acquire_from_youtube(
             vdir,
-            local(wv["annotations"]),
-            url_template=wv["url_template"],
+            local(wv.annotations),
+            url_template=wv.url_template,
             lists=lists,
-            split=wv["split"],
-            max_videos=wv["max_videos"],
-            workers=int(wv["workers"]),
-            retries=int(wv["retries"]),
+            split=wv.split,
+            max_videos=wv.max_videos,
+            workers=wv.workers,
+            retries=wv.retries,
             progress=progress,
         )
     usable = set(usable_ids(vdir))
@@ -459,27 +363,29 @@ def _prepare_wflw_v(cfg: dict[str, Any], out: Path, base: Path, progress: bool) 
     videos = [VideoSet("wflw_v", _rel(vdir, out), splits)] if splits else []
     stills: list[StillSet] = []
     inputs: dict[str, str] = {}
-    if cfg["wflw"]["root"]:
+    if cfg.wflw.root:
         stills, sbad, inputs = _wflw_input(cfg, out, base)
         bad += sbad
     return {"n_landmarks": 98, "stills": stills, "videos": videos, "bad": bad, "inputs": inputs}
 
 
 # ---------------------------------------------------------------------------------------------- the stage
-def prepare(params: Mapping[str, Any], *, base_dir: PathLike | None = None, progress: bool = True) -> Prepared:
-    """Run the prepare stage for ``params`` (a parsed params.yaml); return what ``prepared.json`` holds.
+def prepare(params: Params | Mapping[str, Any], *, base_dir: PathLike | None = None, progress: bool = True) -> Prepared:
+    """Run the prepare stage for ``params`` (a :class:`Params`, or a params mapping parsed by it); return what
+    ``prepared.json`` holds.
 
-    Relative paths in the settings are relative to ``base_dir`` (default: the current directory, the
-    project root under DVC).
+    Relative paths in the settings are relative to ``base_dir`` (default: the params file's folder, else the
+    current directory, the project root under DVC).
     """
     t0 = time.perf_counter()
-    cfg = data_settings(params)
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    out = Path(cfg["out"])
+    p = as_params(params)
+    cfg = p.data
+    base = Path(base_dir) if base_dir is not None else (p.base_dir or Path.cwd())
+    out = Path(cfg.out)
     out = out if out.is_absolute() else base / out
     out.mkdir(parents=True, exist_ok=True)
     _clean_tmp(out)
-    source = cfg["source"]
+    source = cfg.source
     if source == "synthetic":
         res = _prepare_synthetic(cfg, out, progress)
     elif source == "300w":
@@ -506,8 +412,8 @@ def prepare(params: Mapping[str, Any], *, base_dir: PathLike | None = None, prog
         stills=res["stills"],
         videos=res["videos"],
         bad_items=res["bad"],
-        settings=data_affecting(cfg),
-        settings_sha256=settings_hash(cfg),
+        settings=data_affecting(cfg.to_dict()),
+        settings_sha256=settings_hash(cfg.to_dict()),
         inputs=res["inputs"],
         counts=counts,
         path=out / PREPARED_NAME,
@@ -524,4 +430,4 @@ def prepare(params: Mapping[str, Any], *, base_dir: PathLike | None = None, prog
 def prepare_from_params(params_path: PathLike = "params.yaml", *, progress: bool = True) -> Prepared:
     """``prepare`` with the settings of ``params_path``; relative paths resolve against the params file's folder
     (the project root for ``params.yaml``), as in the train stage."""
-    return prepare(load_params(params_path), base_dir=Path(params_path).resolve().parent, progress=progress)
+    return prepare(load_params(params_path), progress=progress)

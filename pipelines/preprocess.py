@@ -37,16 +37,15 @@ import pyarrow.compute as pc
 
 from ldeq_core.geometry import apply_affine, crop_face, landmarks_to_box, validate_box
 from ldeq_shared.errors import DataError
+from ldeq_shared.params import Params, PreprocessSettings, as_params, load_params
 from ldeq_shared.prepared import Prepared, load_prepared
 from ldeq_shared.ray_session import start_or_attach
 from ldeq_shared.video_io import iter_frames
 from ldeq_shared.wflw_v import load_wflw_v_clip
 from pipelines.formats.w300 import scan_300w
 from pipelines.formats.wflw import scan_wflw
-from pipelines.prepare import load_params, merge_settings, params_section
 from pipelines.shards import (
     CROP_SIZE,
-    IMAGE_CODECS,
     JPEG_QUALITY,
     SCHEMA,
     SCHEMA_VERSION,
@@ -61,37 +60,13 @@ REPORT_NAME = "report.json"
 CPUS_PER_TASK = 0.5
 IDENTITY_AFFINE = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 FULL_CROP_BOX = np.array([0.0, 0.0, float(CROP_SIZE), float(CROP_SIZE)])
-DEFAULTS: dict[str, Any] = {
-    "out": "data/shards",
-    "image_codec": "jpeg",  # png (lossless) | jpeg
-    "jpeg_quality": 95,  # JPEG quality of the crops (1-100); lower = smaller shards (e.g. to carry them to a GPU)
-    "box_expand": 1.1,  # 300-W stills: landmark box side x this = detector-like box (then x1.2 crop)
-    "rows_per_shard": 1024,
-    "row_group_size": 128,
-    "stills_per_task": 64,
-    "num_cpus": None,  # CPUs of the local Ray cluster started when none is running (None: all cores)
-    "concurrency": None,  # tasks in flight (None: one per cluster CPU)
-    "object_store_mb": 1024,  # object store of a local cluster started here
-    "progress": True,
-}
 _OUT_SCHEMA = SCHEMA.append(pa.field("_bad", pa.string()))
 PathLike = str | os.PathLike[str]
 
 
-def preprocess_settings(params: Mapping[str, Any], where: str = "params.yaml") -> dict[str, Any]:
-    """The ``preprocess`` section merged over ``DEFAULTS``; ``ValueError`` for unknown keys or bad values."""
-    cfg = merge_settings(DEFAULTS, params_section(params, "preprocess", where), f"{where}: preprocess")
-    if cfg["image_codec"] not in IMAGE_CODECS:
-        raise ValueError(f"{where}: preprocess.image_codec must be one of {IMAGE_CODECS}, got {cfg['image_codec']!r}")
-    q = cfg["jpeg_quality"]
-    if not isinstance(q, int) or isinstance(q, bool) or not 1 <= q <= 100:
-        raise ValueError(f"{where}: preprocess.jpeg_quality must be an integer in 1..100, got {q!r}")
-    for key in ("rows_per_shard", "row_group_size", "stills_per_task"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"{where}: preprocess.{key} must be an integer >= 1, got {cfg[key]!r}")
-    if not float(cfg["box_expand"]) > 0:
-        raise ValueError(f"{where}: preprocess.box_expand must be > 0, got {cfg['box_expand']!r}")
-    return cfg
+def preprocess_settings(params: Params | Mapping[str, Any], where: str = "params.yaml") -> PreprocessSettings:
+    """The typed ``preprocess`` section of ``params`` (a :class:`Params`, or a mapping parsed by it)."""
+    return as_params(params, where).preprocess
 
 
 def expand_box(box: np.ndarray, factor: float) -> np.ndarray:
@@ -106,7 +81,7 @@ def _bad_record(dataset: str, split: str, item: str, path: str, reason: str) -> 
     return {"stage": "preprocess", "dataset": dataset, "split": split, "item": item, "path": path, "reason": reason}
 
 
-def _still_specs(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+def _still_specs(prep: Prepared, cfg: PreprocessSettings) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """One spec per still (absolute image path, landmarks in source pixels, crop box or None)."""
     specs: list[dict[str, Any]] = []
     bad: list[dict[str, str]] = []
@@ -124,7 +99,7 @@ def _still_specs(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str,
                     f.name: (
                         f.image_path,
                         f.landmarks,
-                        expand_box(landmarks_to_box(f.landmarks), float(cfg["box_expand"])),
+                        expand_box(landmarks_to_box(f.landmarks), float(cfg.box_expand)),
                     )
                     for f in found3
                 }
@@ -158,7 +133,7 @@ def _still_specs(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str,
     return specs, bad
 
 
-def build_tasks(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+def build_tasks(prep: Prepared, cfg: PreprocessSettings) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Sorted work items: chunks of ``stills_per_task`` stills of one (split, dataset), and single videos."""
     stills, bad = _still_specs(prep, cfg)
     videos = [
@@ -173,7 +148,7 @@ def build_tasks(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str, 
         for split, entry in g.splits.items()
         for vid in entry["items"]
     ]
-    common = {"codec": cfg["image_codec"], "quality": cfg["jpeg_quality"], "n_landmarks": prep.n_landmarks}
+    common = {"codec": cfg.image_codec, "quality": cfg.jpeg_quality, "n_landmarks": prep.n_landmarks}
     units = sorted([*stills, *videos], key=lambda s: (s["split"], s["dataset"], s["source_id"]))
     tasks: list[dict[str, Any]] = []
     for spec in units:
@@ -184,7 +159,7 @@ def build_tasks(prep: Prepared, cfg: Mapping[str, Any]) -> tuple[list[dict[str, 
         if (
             last is not None
             and last["kind"] == "stills"
-            and len(last["items"]) < cfg["stills_per_task"]
+            and len(last["items"]) < cfg.stills_per_task
             and (last["items"][-1]["split"], last["items"][-1]["dataset"]) == (spec["split"], spec["dataset"])
         ):
             last["items"].append(spec)
@@ -314,18 +289,18 @@ def process_task_batch(batch: pa.Table) -> pa.Table:
 
 
 # ------------------------------------------------------------------------------------------- the job
-def _start_ray(cfg: Mapping[str, Any]) -> tuple[bool, str]:
+def _start_ray(cfg: PreprocessSettings) -> tuple[bool, str]:
     """Use the running Ray, or connect to ``RAY_ADDRESS``, or start a local cluster; (started, address)."""
     session = start_or_attach(
-        num_cpus=cfg["num_cpus"] or os.cpu_count() or 1,
-        object_store_mb=int(cfg["object_store_mb"]),
+        num_cpus=cfg.num_cpus or os.cpu_count() or 1,
+        object_store_mb=int(cfg.object_store_mb),
         log_to_driver=False,
         logging_level=logging.WARNING,
     )
     return session.owned, session.label
 
 
-def _run_job(tasks: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any]) -> Iterator[pa.Table]:
+def _run_job(tasks: Sequence[Mapping[str, Any]], cfg: PreprocessSettings) -> Iterator[pa.Table]:
     """Run the Ray Data job; yield its output tables in work-item order."""
     import ray
     import ray.data
@@ -333,10 +308,10 @@ def _run_job(tasks: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any]) -> Iter
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
     ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = bool(cfg["progress"])
+    ctx.enable_progress_bars = bool(cfg.progress)
     try:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        size = int(cfg["concurrency"] or cpus)
+        size = int(cfg.concurrency or cpus)
         ds = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=len(tasks))
         ds = ds.map_batches(
             process_task_batch,
@@ -356,7 +331,7 @@ def _finish(
     kinds: Mapping[str, str],
     bad: list[dict[str, str]],
     prep: Prepared,
-    cfg: Mapping[str, Any],
+    cfg: PreprocessSettings,
     tasks: Sequence[Any],
     address: str,
     cpus: int,
@@ -381,8 +356,8 @@ def _finish(
         "schema_version": SCHEMA_VERSION,
         "source": prep.source,
         "n_landmarks": prep.n_landmarks,
-        "image_codec": cfg["image_codec"],
-        "jpeg_quality": cfg["jpeg_quality"],
+        "image_codec": cfg.image_codec,
+        "jpeg_quality": cfg.jpeg_quality,
         "splits": splits,
         "rows": rows,
         "bad_items": [*prep.bad_items, *bad],
@@ -394,16 +369,18 @@ def _finish(
             "address": address,
             "cluster_cpus": cpus,
             "cpus_per_task": CPUS_PER_TASK,
-            "concurrency": int(cfg["concurrency"] or cpus),
+            "concurrency": int(cfg.concurrency or cpus),
             "tasks": len(tasks),
         },
-        "settings": dict(cfg),
+        "settings": cfg.to_dict(),
     }
     (tmp / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
 
 
-def run_preprocess(raw_dir: PathLike, out_dir: PathLike, settings: Mapping[str, Any]) -> dict[str, Any]:
+def run_preprocess(
+    raw_dir: PathLike, out_dir: PathLike, settings: PreprocessSettings | Mapping[str, Any]
+) -> dict[str, Any]:
     """Build the shards of ``raw_dir``'s ``prepared.json`` into ``out_dir`` (replaced atomically).
 
     ``settings`` is a merged ``preprocess`` section (``preprocess_settings``). Returns the report, which is
@@ -412,7 +389,7 @@ def run_preprocess(raw_dir: PathLike, out_dir: PathLike, settings: Mapping[str, 
     import ray
 
     t0 = time.perf_counter()
-    cfg = dict(settings)
+    cfg = settings if isinstance(settings, PreprocessSettings) else preprocess_settings({"preprocess": settings})
     prep = load_prepared(raw_dir)
     tasks, bad = build_tasks(prep, cfg)
     if not tasks:
@@ -429,7 +406,7 @@ def run_preprocess(raw_dir: PathLike, out_dir: PathLike, settings: Mapping[str, 
     bar = None
     try:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        if cfg["progress"]:
+        if cfg.progress:
             from tqdm import tqdm
 
             bar = tqdm(desc="preprocess", unit="rows")
@@ -442,8 +419,8 @@ def run_preprocess(raw_dir: PathLike, out_dir: PathLike, settings: Mapping[str, 
                 if split not in writers:
                     writers[split] = ShardWriter(
                         tmp / split,
-                        rows_per_shard=cfg["rows_per_shard"],
-                        row_group_size=cfg["row_group_size"],
+                        rows_per_shard=cfg.rows_per_shard,
+                        row_group_size=cfg.row_group_size,
                         keep_sources_together=kinds.get(split) == "video",
                     )
                 writers[split].write(good.filter(pc.equal(good.column("split"), split)))
@@ -472,8 +449,5 @@ def run_preprocess(raw_dir: PathLike, out_dir: PathLike, settings: Mapping[str, 
 
 def preprocess_from_params(params_path: PathLike = "params.yaml") -> dict[str, Any]:
     """``run_preprocess`` with ``data.out`` as input and the ``preprocess`` section of ``params_path``."""
-    params = load_params(params_path)
-    cfg = preprocess_settings(params, os.fspath(params_path))
-    base = Path(params_path).resolve().parent  # relative paths are relative to the params file's folder
-    raw = base / (params.get("data") or {}).get("out", "data/raw")
-    return run_preprocess(raw, base / cfg["out"], cfg)
+    params = load_params(params_path)  # relative paths are relative to the params file's folder
+    return run_preprocess(params.resolve(params.data.out), params.resolve(params.preprocess.out), params.preprocess)

@@ -26,7 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ldeq_core.defaults import JPEG_QUALITY as JPEG_QUALITY
 from ldeq_core.fileio import atomic_path, file_sha256
+from ldeq_shared.params import IMAGE_CODECS as IMAGE_CODECS
 
 if TYPE_CHECKING:
     import ray.data
@@ -34,9 +36,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 CROP_SIZE = 256
-JPEG_QUALITY = 95
 PNG_COMPRESSION = 3
-IMAGE_CODECS = ("png", "jpeg")
 STILL_FRAME_INDEX = -1
 PART_PATTERN = "part-{:05d}.parquet"
 PathLike = str | os.PathLike[str]

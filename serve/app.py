@@ -29,7 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve import Application, Deployment
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -294,6 +294,98 @@ def match_parts(parts: list[Any], video_names: list[str], field: str) -> list[tu
     return out
 
 
+def parse_form_options(form: FormData) -> tuple[ScoreOptions, str]:
+    """(options, output format) of a ``/v1/score`` form; 400 for an unknown field or a bad option."""
+    for key in form:
+        if key not in SCORE_FIELDS:
+            raise bad_request("unknown_option", f"form field {key!r} is not an option (known: {SCORE_FIELDS})")
+    raw: dict[str, Any] = {}
+    for key in OPTION_FIELDS:
+        values = form.getlist(key)
+        if len(values) > 1:
+            raise bad_request("invalid_option", f"{key}: given {len(values)} times")
+        if not values:
+            continue
+        if isinstance(values[0], UploadFile):
+            raise bad_request("invalid_option", f"{key}: must be a text field, not a file")
+        raw[key] = values[0]
+    output = raw.pop("output", "json")
+    if output not in ("json", "npz"):
+        raise bad_request("invalid_option", f"output: must be 'json' or 'npz', got {output!r}")
+    if "filter_params" in raw:
+        try:
+            raw["filter_params"] = json.loads(raw["filter_params"])
+        except json.JSONDecodeError:
+            raise bad_request("invalid_option", "filter_params: not a JSON object") from None
+    return parse_options(raw, "form"), output
+
+
+def form_videos(form: FormData, max_videos: int) -> list[UploadFile]:
+    """The uploaded ``videos`` parts: at least one, at most ``max_videos`` (413), every one a file."""
+    videos = form.getlist("videos")
+    if not videos:
+        raise bad_request("missing_field", "videos: at least one video file is required")
+    if len(videos) > max_videos:
+        raise ServiceError(413, "too_many_videos", f"videos: {len(videos)} files exceed {max_videos}")
+    uploads = [v for v in videos if isinstance(v, UploadFile)]
+    if len(uploads) != len(videos):
+        raise bad_request("invalid_field", "videos: every part must be a file upload")
+    return uploads
+
+
+async def save_uploads(
+    uploads: list[UploadFile],
+    names: list[str],
+    boxes: list[tuple[str, bytes] | None],
+    gts: list[tuple[str, bytes] | None],
+    folder: Path,
+) -> list[VideoJob]:
+    """Copy each upload to ``folder`` and parse its boxes and ground truth (in video order: the first bad part
+    stops the request)."""
+    jobs = []
+    for i, up in enumerate(uploads):
+        path = folder / f"video{i}"
+        with open(path, "wb") as fh:
+            await asyncio.to_thread(shutil.copyfileobj, up.file, fh)
+        box_part, gt_part = boxes[i], gts[i]
+        b = parse_array(box_part[1], box_part[0], "boxes") if box_part else None
+        g = parse_array(gt_part[1], gt_part[0], "landmarks") if gt_part else None
+        jobs.append(
+            VideoJob(
+                f"videos[{i}] {names[i]!r}",
+                path,
+                b,
+                g,
+                boxes_name=box_part[0] if box_part else None,
+                gt_name=gt_part[0] if gt_part else None,
+            )
+        )
+    return jobs
+
+
+def render_scores(scores: list[VideoScore], names: list[str], meta: dict[str, Any], output: str) -> Response:
+    """The ``/v1/score`` response: JSON (every per-frame array inline) or an npz of arrays plus a ``meta`` JSON."""
+    if output == "npz":
+        arrays: dict[str, Any] = {}  # arrays by name (Any: numpy's stub types **kwds against allow_pickle)
+        for i, s in enumerate(scores):
+            arrays[f"video{i}_landmarks"] = s.landmarks
+            arrays[f"video{i}_nfe"] = s.nfe
+            arrays[f"video{i}_full_solve"] = s.full_solve
+            arrays[f"video{i}_boxes"] = s.boxes
+            arrays[f"video{i}_box_source"] = np.asarray(s.box_source, dtype=str)
+        meta["videos"] = [{**s.summary(), "filename": n} for s, n in zip(scores, names, strict=True)]
+        arrays["meta"] = np.asarray(json.dumps(meta))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return Response(
+            buf.getvalue(),
+            media_type="application/x-npz",
+            headers={"Content-Disposition": 'attachment; filename="landmarks.npz"'},
+        )
+    meta["videos"] = [{**s.to_json(), "filename": n} for s, n in zip(scores, names, strict=True)]
+    return Response(json.dumps(meta), media_type="application/json")
+
+
 async def _first_error(tasks: list[asyncio.Task[Any]]) -> list[Any]:
     """Await all tasks; on the first failure (or our own cancellation: timeout) cancel the rest and raise."""
     try:
@@ -435,80 +527,40 @@ class LandmarkService:
             raise ServiceError(504, "timeout", f"request: not finished within {timeout} s") from None
 
     async def _score(self, request: Request) -> Response:
+        """``POST /v1/score``: read the form, save and validate the videos, score them (boxes or detection, the
+        frame batcher, the filter), then answer in the requested format."""
         t0 = time.perf_counter()
         lim = self.settings.limits
         form = await request.form(max_files=3 * lim.max_videos_per_request, max_fields=64, max_part_size=MAX_TEXT_PART)
         try:
-            for key in form:
-                if key not in SCORE_FIELDS:
-                    raise bad_request("unknown_option", f"form field {key!r} is not an option (known: {SCORE_FIELDS})")
-            raw: dict[str, Any] = {}
-            for key in OPTION_FIELDS:
-                values = form.getlist(key)
-                if len(values) > 1:
-                    raise bad_request("invalid_option", f"{key}: given {len(values)} times")
-                if not values:
-                    continue
-                if isinstance(values[0], UploadFile):
-                    raise bad_request("invalid_option", f"{key}: must be a text field, not a file")
-                raw[key] = values[0]
-            output = raw.pop("output", "json")
-            if output not in ("json", "npz"):
-                raise bad_request("invalid_option", f"output: must be 'json' or 'npz', got {output!r}")
-            if "filter_params" in raw:
-                try:
-                    raw["filter_params"] = json.loads(raw["filter_params"])
-                except json.JSONDecodeError:
-                    raise bad_request("invalid_option", "filter_params: not a JSON object") from None
-            opts = parse_options(raw, "form")
-            videos = form.getlist("videos")
-            if not videos:
-                raise bad_request("missing_field", "videos: at least one video file is required")
-            if len(videos) > lim.max_videos_per_request:
-                raise ServiceError(
-                    413, "too_many_videos", f"videos: {len(videos)} files exceed {lim.max_videos_per_request}"
-                )
-            uploads = [v for v in videos if isinstance(v, UploadFile)]
-            if len(uploads) != len(videos):
-                raise bad_request("invalid_field", "videos: every part must be a file upload")
+            opts, output = parse_form_options(form)
+            uploads = form_videos(form, lim.max_videos_per_request)
             names = [v.filename or f"video{i}" for i, v in enumerate(uploads)]
-            labels = [f"videos[{i}] {n!r}" for i, n in enumerate(names)]
             boxes = match_parts(form.getlist("boxes"), names, "boxes")
             gts = match_parts(form.getlist("landmarks"), names, "landmarks")
             with tempfile.TemporaryDirectory(prefix="ldeq-req-") as tmp:
-                jobs = []
-                for i, up in enumerate(uploads):
-                    path = Path(tmp) / f"video{i}"
-                    with open(path, "wb") as fh:
-                        await asyncio.to_thread(shutil.copyfileobj, up.file, fh)
-                    box_part, gt_part = boxes[i], gts[i]
-                    b = parse_array(box_part[1], box_part[0], "boxes") if box_part else None
-                    g = parse_array(gt_part[1], gt_part[0], "landmarks") if gt_part else None
-                    jobs.append(
-                        VideoJob(
-                            labels[i],
-                            path,
-                            b,
-                            g,
-                            boxes_name=box_part[0] if box_part else None,
-                            gt_name=gt_part[0] if gt_part else None,
-                        )
-                    )
-                checked = await _first_error(
-                    [
-                        asyncio.create_task(asyncio.to_thread(validate_video, j, self.settings, self.n_landmarks))
-                        for j in jobs
-                    ]
-                )
-                scores: list[VideoScore] = await _first_error(
-                    [
-                        asyncio.create_task(score_video(j, self.batcher, self.settings, opts, self.crop_size))
-                        for j in checked
-                    ]
-                )
+                jobs = await save_uploads(uploads, names, boxes, gts, Path(tmp))
+                checked = await self._validate_all(jobs)
+                scores = await self._score_all(checked, opts)
         finally:
             await form.close()
-        meta: dict[str, Any] = {
+        return render_scores(scores, names, self._response_meta(opts, output, t0), output)
+
+    async def _validate_all(self, jobs: list[VideoJob]) -> list[VideoJob]:
+        """Probe, decode and check every video (in threads); the first failure cancels the rest."""
+        return await _first_error(
+            [asyncio.create_task(asyncio.to_thread(validate_video, j, self.settings, self.n_landmarks)) for j in jobs]
+        )
+
+    async def _score_all(self, jobs: list[VideoJob], opts: ScoreOptions) -> list[VideoScore]:
+        """Score every validated video concurrently through the replica's frame batcher."""
+        return await _first_error(
+            [asyncio.create_task(score_video(j, self.batcher, self.settings, opts, self.crop_size)) for j in jobs]
+        )
+
+    def _response_meta(self, opts: ScoreOptions, output: str, t0: float) -> dict[str, Any]:
+        """The response fields shared by every video: model, replica, options, RwR settings, timing, warnings."""
+        return {
             "model": self._model_brief(),
             "replica": self.replica,
             "options": {**opts.model_dump(), "output": output},
@@ -520,25 +572,6 @@ class LandmarkService:
             "timing": {"total_s": round(time.perf_counter() - t0, 4)},
             "warnings": self.warnings,
         }
-        if output == "npz":
-            arrays: dict[str, Any] = {}  # arrays by name (Any: numpy's stub types **kwds against allow_pickle)
-            for i, s in enumerate(scores):
-                arrays[f"video{i}_landmarks"] = s.landmarks
-                arrays[f"video{i}_nfe"] = s.nfe
-                arrays[f"video{i}_full_solve"] = s.full_solve
-                arrays[f"video{i}_boxes"] = s.boxes
-                arrays[f"video{i}_box_source"] = np.asarray(s.box_source, dtype=str)
-            meta["videos"] = [{**s.summary(), "filename": n} for s, n in zip(scores, names, strict=True)]
-            arrays["meta"] = np.asarray(json.dumps(meta))
-            buf = io.BytesIO()
-            np.savez_compressed(buf, **arrays)
-            return Response(
-                buf.getvalue(),
-                media_type="application/x-npz",
-                headers={"Content-Disposition": 'attachment; filename="landmarks.npz"'},
-            )
-        meta["videos"] = [{**s.to_json(), "filename": n} for s, n in zip(scores, names, strict=True)]
-        return Response(json.dumps(meta), media_type="application/json")
 
     @api.post(
         "/v1/jobs",

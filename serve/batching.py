@@ -2,12 +2,13 @@
 being scored at that moment, each video keeping its own RwR state (a stream id) in ONE shared ``RwRTracker``.
 
 An asyncio scheduler owns a list of active videos. Each tick it takes the next frame of every active video (round
-robin when more than ``max_batch_size`` are active), decodes the frames and gets their boxes, and runs
-``tracker.step`` once per RwR configuration present in the tick (requests may choose ``mode``/``budget_nfe``;
-``RwRTracker`` reads its config only inside ``step``, so the shared tracker is given each group's config in turn).
-The step runs on a single worker thread, so the event loop keeps serving HTTP, and the tracker is never used
-concurrently. A video's future is resolved when its last frame is solved; a cancelled request (timeout, client
-gone) is dropped at the next tick and its tracker state freed.
+robin when more than ``max_batch_size`` are active), decodes the frames and gets their boxes, and runs one step of
+the replica's :class:`~ldeq_core.streams.FrameSyncRunner`: one model call per RwR configuration present in the tick
+(requests may choose ``mode``/``budget_nfe``; each video is a stream with its own config), which also collects
+each video's per-frame results. The step runs on a single worker thread, so the event loop keeps serving HTTP,
+and the runner is never used concurrently (streams join it on the worker thread and leave it between ticks). A
+video's future is resolved when its last frame is solved; a cancelled request (timeout, client gone) is dropped at
+the next tick and its tracker state freed.
 
 Exactness: every stopping decision in ``ldeq_core`` is per sample and warm frames use a fixed budget, so a video's
 NFE schedule does not depend on its batch mates as long as a full solve's tolerance crossing is not within
@@ -25,10 +26,9 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -37,6 +37,7 @@ from ldeq_core.geometry import crop_face, validate_box
 from ldeq_core.inference import InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.rwr import RwRConfig, RwRTracker
+from ldeq_core.streams import FrameInput, FrameOutput, FrameSyncRunner
 from ldeq_shared.errors import DataError
 from serve.errors import ServiceError, unprocessable
 
@@ -132,17 +133,6 @@ class _Stream:
     submitted: float
     t: int = 0
     started: float | None = None
-    out: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
-
-
-@dataclass
-class _Frame:
-    landmarks: np.ndarray
-    nfe: int
-    full_solve: bool
-    box: np.ndarray
-    source: str
-    group: int
 
 
 TIME_PHASES = ("step", "prepare", "model", "observe")  # stats(): "<phase>_s", the worker thread's time
@@ -165,6 +155,8 @@ class FrameBatcher:
         read_ahead: bool = False,
     ) -> None:
         self.tracker = RwRTracker(model, default_cfg, policy=inference)
+        # exact: every stream solved as a batch of one
+        self.runner = FrameSyncRunner(self.tracker, max_call_size=1 if exact else None)
         self._prepare_pool = (
             ThreadPoolExecutor(max_workers=prepare_threads, thread_name_prefix="ldeq-prepare")
             if prepare_threads > 1
@@ -186,7 +178,6 @@ class FrameBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ldeq-batcher")
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
-        self._calls: Counter[int] = Counter()  # model-call size -> count
         self._ticks = 0
         self._frames = 0
         # seconds spent on the worker thread, by phase (see stats())
@@ -202,14 +193,14 @@ class FrameBatcher:
         worker thread's time went (seconds): ``step_s`` whole ticks, of which ``prepare_s`` decoding, boxes and
         crops (all streams of a tick, in parallel), ``model_s`` the model calls (with their host-device copies) and
         ``observe_s`` tracking and per-frame results."""
-        calls = sum(self._calls.values())
+        runner = self.runner.stats()
         return {
             "ticks": self._ticks,
-            "model_calls": calls,
+            "model_calls": runner["model_calls"],
             "frames": self._frames,
-            "max_call_size": max(self._calls, default=0),
-            "mean_call_size": (sum(k * v for k, v in self._calls.items()) / calls) if calls else 0.0,
-            "call_sizes": {str(k): v for k, v in sorted(self._calls.items())},
+            "max_call_size": runner["max_call_size"],
+            "mean_call_size": runner["mean_call_size"],
+            "call_sizes": runner["call_sizes"],
             "active_videos": len(self._active),
             **{f"{k}_s": round(self._time[k], 6) for k in TIME_PHASES},
         }
@@ -274,7 +265,7 @@ class FrameBatcher:
                 if isinstance(res, BaseException):
                     self._fail(s, res)
                     continue
-                self._record(s, res)
+                self._record(s)
 
     def _select(self) -> list[_Stream]:
         n = len(self._active)
@@ -285,23 +276,21 @@ class FrameBatcher:
         order = self._active[start:] + self._active[:start]
         return order[: self.max_batch_size]
 
-    def _record(self, s: _Stream, f: _Frame) -> None:
-        for key, value in (
-            ("landmarks", f.landmarks), ("nfe", f.nfe), ("full_solve", f.full_solve), ("boxes", f.box),
-            ("box_source", f.source), ("batch_sizes", f.group),
-        ):  # fmt: skip
-            s.out[key].append(value)
+    def _record(self, s: _Stream) -> None:
+        """One more frame of ``s`` solved (the runner collected it); resolve its future after its last frame."""
         s.t += 1
         self._frames += 1
         if s.t >= s.req.n_frames:
             assert s.started is not None
+            track = self.runner.drop_stream(s.sid)
+            assert track is not None
             result = StreamResult(
-                landmarks=np.stack(s.out["landmarks"]),
-                nfe=np.asarray(s.out["nfe"], dtype=np.int64),
-                full_solve=np.asarray(s.out["full_solve"], dtype=bool),
-                boxes=np.stack(s.out["boxes"]),
-                box_source=list(s.out["box_source"]),
-                batch_sizes=np.asarray(s.out["batch_sizes"], dtype=np.int64),
+                landmarks=track.landmarks,
+                nfe=track.nfe,
+                full_solve=track.full_solve,
+                boxes=track.boxes,
+                box_source=track.box_source,
+                batch_sizes=track.call_sizes,
                 queue_s=s.started - s.submitted,
                 solve_s=time.perf_counter() - s.started,
             )
@@ -316,7 +305,7 @@ class FrameBatcher:
     def _release(self, s: _Stream) -> None:
         if s in self._active:
             self._active.remove(s)
-        self.tracker.reset(s.sid)
+        self.runner.drop_stream(s.sid)  # frees its RwR state (a no-op once finished)
         close = getattr(s.req.frames, "close", None)
         if close is not None:
             close()
@@ -345,62 +334,61 @@ class FrameBatcher:
         except ValueError as exc:
             return unprocessable("invalid_boxes", str(exc))
 
-    def _step(self, batch: list[_Stream]) -> list[_Frame | BaseException]:
-        """Runs on the worker thread: prepare every stream's frame (in parallel), one model call per RwR config,
-        then observe the landmarks (tracking)."""
+    def _step(self, batch: list[_Stream]) -> list[FrameOutput | BaseException]:
+        """Runs on the worker thread: prepare every stream's frame (in parallel), one runner step (one model call
+        per RwR config), then observe the landmarks (tracking)."""
         now = time.perf_counter()
         try:
             return self._step_timed(batch, now)
         finally:
             self._time["step"] += time.perf_counter() - now
 
-    def _step_timed(self, batch: list[_Stream], now: float) -> list[_Frame | BaseException]:
-        results: list[_Frame | BaseException | None] = [None] * len(batch)
-        prepared: dict[RwRConfig, list[_Prepared]] = defaultdict(list)
+    def _step_timed(self, batch: list[_Stream], now: float) -> list[FrameOutput | BaseException]:
+        prepared = self._prepare_all(batch, now)
+        self._time["prepare"] += time.perf_counter() - now
+        ready = [p for p in prepared if isinstance(p, _Prepared)]
+        results: list[FrameOutput | BaseException | None] = [
+            p if isinstance(p, BaseException) else None for p in prepared
+        ]
+        t0 = time.perf_counter()
+        outs = self._solve(batch, ready)
+        t1 = time.perf_counter()
+        self._time["model"] += t1 - t0
+        for p, out in zip(ready, outs, strict=True):
+            results[p.slot] = self._observe(batch[p.slot], out)
+        self._time["observe"] += time.perf_counter() - t1
+        return [r if r is not None else ServiceError(500, "internal_error", "frame not processed") for r in results]
+
+    def _prepare_all(self, batch: list[_Stream], now: float) -> list[_Prepared | BaseException]:
+        """Every stream's next frame, prepared in the pool when there is one."""
         idx = range(len(batch))
         if self._prepare_pool is not None and len(batch) > 1:
-            outs = list(self._prepare_pool.map(self._prepare, idx, batch, [now] * len(batch)))
-        else:
-            outs = [self._prepare(i, s, now) for i, s in zip(idx, batch, strict=True)]
-        self._time["prepare"] += time.perf_counter() - now
-        for i, (s, out) in enumerate(zip(batch, outs, strict=True)):
-            if isinstance(out, BaseException):
-                results[i] = out
-            else:
-                prepared[s.req.rwr].append(out)
-        for cfg, items in prepared.items():
-            self.tracker.cfg = cfg
-            groups = [[it] for it in items] if self.exact else [items]
-            for group in groups:
-                t0 = time.perf_counter()
-                try:
-                    res = self.tracker.step_prepared(
-                        np.stack([p.crop for p in group]),
-                        np.stack([p.affine for p in group]),
-                        np.stack([p.box for p in group]),
-                        [batch[p.slot].sid for p in group],
-                        reset=[p.reset for p in group],
-                    )
-                except Exception as exc:
-                    for p in group:
-                        results[p.slot] = ServiceError(
-                            500, "internal_error", f"{batch[p.slot].req.name}: model step failed: {exc}"
-                        )
-                    continue
-                finally:
-                    t1 = time.perf_counter()
-                    self._time["model"] += t1 - t0
-                self._calls[len(group)] += 1
-                assert res.landmarks is not None
-                for j, p in enumerate(group):
-                    i, s = p.slot, batch[p.slot]
-                    try:
-                        s.req.boxes.observe(s.t, res.landmarks[j])
-                    except Exception as exc:
-                        results[i] = ServiceError(500, "internal_error", f"{s.req.name}: tracking failed: {exc}")
-                        continue
-                    results[i] = _Frame(
-                        res.landmarks[j].copy(), int(res.nfe[j]), bool(res.full_solve[j]), p.box, p.source, len(group)
-                    )
-                self._time["observe"] += time.perf_counter() - t1
-        return [r if r is not None else ServiceError(500, "internal_error", "frame not processed") for r in results]
+            return list(self._prepare_pool.map(self._prepare, idx, batch, [now] * len(batch)))
+        return [self._prepare(i, s, now) for i, s in zip(idx, batch, strict=True)]
+
+    def _solve(self, batch: list[_Stream], ready: list[_Prepared]) -> list[FrameOutput | BaseException]:
+        """One runner step over the prepared frames; a stream joins the runner at its first frame."""
+        for p in ready:
+            s = batch[p.slot]
+            if not self.runner.has_stream(s.sid):
+                self.runner.add_stream(s.sid, cfg=s.req.rwr, collect=True)
+        items = [
+            FrameInput(batch[p.slot].sid, p.box, crop=p.crop, affine=p.affine, reset=p.reset, box_source=p.source)
+            for p in ready
+        ]
+        outs: list[FrameOutput | BaseException] = []
+        for p, out in zip(ready, self.runner.try_step(items), strict=True):
+            if isinstance(out, Exception):
+                out = ServiceError(500, "internal_error", f"{batch[p.slot].req.name}: model step failed: {out}")
+            outs.append(out)
+        return outs
+
+    def _observe(self, s: _Stream, out: FrameOutput | BaseException) -> FrameOutput | BaseException:
+        """Show a solved frame's landmarks to the stream's box provider (tracking)."""
+        if isinstance(out, BaseException):
+            return out
+        try:
+            s.req.boxes.observe(s.t, out.raw_landmarks)
+        except Exception as exc:
+            return ServiceError(500, "internal_error", f"{s.req.name}: tracking failed: {exc}")
+        return out

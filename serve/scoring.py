@@ -17,7 +17,7 @@ from ldeq_core.filters import make_filter, run_filter
 from ldeq_core.metrics import video_nme, video_nmf
 from ldeq_core.rwr import RwRConfig
 from ldeq_shared.video_io import iter_frames
-from serve.batching import FrameBatcher, StreamRequest
+from serve.batching import FrameBatcher, StreamRequest, StreamResult
 from serve.detector import FaceTrack, GivenBoxes, HaarFaceDetector, find_first_face
 from serve.errors import ServiceError, bad_request, unprocessable
 from serve.faces import track_faces
@@ -202,24 +202,50 @@ async def score_video(
 ) -> VideoScore:
     """Score a validated video: boxes, frame-synchronous RwR through the shared batcher, filter, metrics."""
     assert job.facts is not None
-    facts = job.facts
     t0 = time.perf_counter()
     provider = await asyncio.to_thread(make_box_provider, job, settings)
     detect_s = time.perf_counter() - t0
     cfg = rwr_config(settings, opts, crop_size)
-    fname, fparams = effective_filter(opts, settings, facts.fps)
-    every_face = None
-    if job.boxes is None and settings.detector.faces == "all":
-        every_face = asyncio.create_task(
-            asyncio.to_thread(track_faces, job.path, batcher.tracker.model, cfg, settings.detector, fname, fparams)
-        )
+    fname, fparams = effective_filter(opts, settings, job.facts.fps)
+    every_face = start_face_tracks(job, batcher, settings, cfg, fname, fparams)
     res = await batcher.run(
-        StreamRequest(iter_frames(job.path, strict=False), facts.n_frames, provider, cfg, name=job.name)
+        StreamRequest(iter_frames(job.path, strict=False), job.facts.n_frames, provider, cfg, name=job.name)
     )
     faces = await every_face if every_face is not None else None
-    landmarks = res.landmarks
-    if fname != "none":
-        landmarks = run_filter(make_filter(fname, **fparams), landmarks)
+    landmarks = filter_landmarks(res.landmarks, fname, fparams)
+    return assemble_score(job, res, landmarks, faces, detect_s)
+
+
+def start_face_tracks(
+    job: VideoJob,
+    batcher: FrameBatcher,
+    settings: ServeSettings,
+    cfg: RwRConfig,
+    fname: str,
+    fparams: dict[str, float],
+) -> asyncio.Task[list[dict[str, Any]]] | None:
+    """Every face's track (serve/faces.py) in a thread, for a video sent without boxes when
+    ``serve.detector.faces`` is ``all``; None otherwise."""
+    if job.boxes is not None or settings.detector.faces != "all":
+        return None
+    return asyncio.create_task(
+        asyncio.to_thread(track_faces, job.path, batcher.tracker.model, cfg, settings.detector, fname, fparams)
+    )
+
+
+def filter_landmarks(landmarks: np.ndarray, fname: str, fparams: dict[str, float]) -> np.ndarray:
+    """The streaming filter ``fname`` run over a whole track (T, L, 2) from a fresh state (``none``: unchanged)."""
+    if fname == "none":
+        return landmarks
+    return run_filter(make_filter(fname, **fparams), landmarks)
+
+
+def assemble_score(
+    job: VideoJob, res: StreamResult, landmarks: np.ndarray, faces: list[dict[str, Any]] | None, detect_s: float
+) -> VideoScore:
+    """A video's score from the batcher's result and the returned (filtered) landmarks: metrics against the
+    ground truth when given, and the timing of each phase."""
+    assert job.facts is not None
     metrics = video_metrics(landmarks, job.gt) if job.gt is not None else None
     timing = {
         "validate_s": round(job.validate_s, 4),
@@ -229,7 +255,7 @@ async def score_video(
     }
     return VideoScore(
         job.name,
-        facts,
+        job.facts,
         landmarks,
         res.nfe,
         res.full_solve,

@@ -19,13 +19,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ldeq_core.defaults import BOX_EXPAND
 from ldeq_core.face_tracking import affinity_matrix, grow_box
 from ldeq_core.filters import OneEuroFilter, run_filter
+from ldeq_shared.eval_settings import BOX_SOURCES
 
-BOX_SOURCES = ("given", "smoothed", "detector")
 SMOOTH_MIN_CUTOFF = 1.0  # Hz; One Euro on the box corners (frame pixels)
 SMOOTH_BETA = 0.05
-DETECTOR_BOX_EXPAND = 1.1  # landmark box -> the 300-W / animated-stills box convention (box_expand 0.05 a side)
+DETECTOR_BOX_EXPAND = BOX_EXPAND  # landmark box -> the 300-W / animated-stills box convention (box_expand 0.05 a side)
 MIN_AFFINITY = 0.3
 
 

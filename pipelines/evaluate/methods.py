@@ -17,16 +17,14 @@ Two kinds of method:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ldeq_core.filters import SMOOTHING_FILTERS
 from ldeq_core.rwr import RwRConfig
-
-PER_FRAME = "per_frame"
-FILTER_NAMES = SMOOTHING_FILTERS  # the registry's filters (ldeq_core.filters.FILTERS), "none" excluded
+from ldeq_shared.eval_settings import FILTER_NAMES as FILTER_NAMES
+from ldeq_shared.eval_settings import PER_FRAME, MethodSettings
+from ldeq_shared.params import parse_section
 
 
 @dataclass(frozen=True)
@@ -41,62 +39,9 @@ class Method:
     filter: str | None = None
 
 
-@dataclass(frozen=True)
-class MethodSettings:
-    """``evaluate.methods`` of params.yaml (see :func:`method_settings`)."""
-
-    budgets: tuple[int, ...] = (1, 2, 4)
-    primary_budget: int = 2
-    tol: float = 0.0
-    reset_iou: float = 0.3
-    gammas: tuple[float, ...] = (1.0,)
-    upstream: bool = True
-    upstream_max_iters: int = 1
-    filters: tuple[str, ...] = FILTER_NAMES
-    extra_scale: float = 1.2
-    warp: bool = False  # also run every RwR budget / gamma with the crop-invariant state warp (``..._warp``)
-    filter_bases: tuple[str, ...] = (PER_FRAME,)  # tracker methods whose output each filter smooths (``<base>+<f>``)
-    primary_warp: bool = False  # the primary RwR method is ``rwr_nfe<primary_budget>_warp`` (needs ``warp``)
-
-    def __post_init__(self) -> None:
-        if not self.budgets or any(not isinstance(b, int) or b < 1 for b in self.budgets):
-            raise ValueError(f"evaluate.methods.budgets: need integers >= 1, got {list(self.budgets)}")
-        if len(set(self.budgets)) != len(self.budgets):
-            raise ValueError(f"evaluate.methods.budgets: duplicate budgets in {list(self.budgets)}")
-        if self.primary_warp and not self.warp:
-            raise ValueError("evaluate.methods.primary_warp needs evaluate.methods.warp: true")
-        if self.primary_budget not in self.budgets:
-            raise ValueError(
-                f"evaluate.methods.primary_budget {self.primary_budget} is not one of budgets {list(self.budgets)}"
-            )
-        if any(not (isinstance(g, int | float) and math.isfinite(g) and g > 0) for g in self.gammas):
-            raise ValueError(f"evaluate.methods.gammas: need finite values > 0, got {list(self.gammas)}")
-        unknown = sorted(set(self.filters) - set(FILTER_NAMES))
-        if unknown:
-            raise ValueError(f"evaluate.methods.filters: unknown filter(s) {unknown}, known {list(FILTER_NAMES)}")
-        if self.tol < 0 or not 0 <= self.reset_iou <= 1 or self.upstream_max_iters < 1 or self.extra_scale <= 0:
-            raise ValueError(
-                "evaluate.methods: need tol >= 0, 0 <= reset_iou <= 1, upstream_max_iters >= 1, extra_scale > 0"
-            )
-
-
 def method_settings(section: Mapping[str, Any] | None, where: str = "evaluate.methods") -> MethodSettings:
-    """Parse the ``evaluate.methods`` mapping (missing keys take the defaults); unknown keys raise."""
-    data = dict(section or {})
-    known = set(MethodSettings.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown} (known: {sorted(known)})")
-    for key in ("budgets", "gammas", "filters", "filter_bases"):
-        if key in data:
-            value = data[key] or []
-            if not isinstance(value, list | tuple):
-                raise ValueError(f"{where}.{key}: expected a list, got {value!r}")
-            data[key] = tuple(value)
-    try:
-        return MethodSettings(**data)
-    except TypeError as exc:
-        raise ValueError(f"{where}: {exc}") from exc
+    """Parse the ``evaluate.methods`` mapping (missing keys take the defaults); unknown keys or bad values raise."""
+    return parse_section(MethodSettings, section, where)
 
 
 def rwr_name(budget: int, gamma: float = 0.0, warp: bool = False) -> str:

@@ -2,8 +2,8 @@
 
 Work unit. Videos are sorted by frame count (descending, then key) and cut into *groups* of at most
 ``group_size`` videos (:func:`make_groups`, as upstream batches its videos, spec §3.3). A group is run
-frame-synchronously (:func:`run_group`): for each tracker method, one :class:`~ldeq_core.rwr.RwRTracker` solves
-frame t of every video of the group still playing in one batch, each video keeping its own RwR state.
+frame-synchronously (:func:`run_group`): for each tracker method, one :class:`~ldeq_core.streams.FrameSyncRunner`
+solves frame t of every video of the group still playing in one batch, each video keeping its own RwR state.
 
 Exactness. Batched convolutions may round differently for different batch compositions (oneDNN/cuDNN choose
 their kernels by shape), so the Ray path runs **the same groups, in the same order, through the same functions**
@@ -35,11 +35,11 @@ import numpy as np
 import torch
 
 from ldeq_core.config import ModelConfig
-from ldeq_core.geometry import apply_affine, crop_face, invert_affine, to_model_input
+from ldeq_core.geometry import crop_face, to_model_input
 from ldeq_core.inference import InferenceEngine, InferencePolicy
 from ldeq_core.model import LandmarkDEQ
 from ldeq_core.npyio import load_npy, load_npz
-from ldeq_core.rwr import RwRTracker
+from ldeq_core.streams import FrameSyncRunner, VideoInput
 from ldeq_shared.errors import DataError
 from ldeq_shared.wflw_v import clip_paths, load_wflw_v_clip
 from pipelines.evaluate.boxes import select_boxes
@@ -150,18 +150,18 @@ def run_group(
 ) -> tuple[list[dict[str, Track]], dict[str, float]]:
     """Run every tracker method over a group of videos, frame-synchronously; return tracks and seconds per method.
 
-    Frame t of every video with more than t frames goes into one batch; each video is its own RwR stream.
-    ``engine`` (default: the model's default inference policy) is shared by all methods and groups of a caller.
+    Frame t of every video with more than t frames goes into one batch; each video is its own RwR stream of a
+    :class:`~ldeq_core.streams.FrameSyncRunner`. The model runs where its parameters are (``device``, kept for
+    callers, names that place). ``engine`` (default: the model's default inference policy) is shared by all
+    methods and groups of a caller.
     """
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    del device  # the tracker feeds the model on the model's own device
     size = model.cfg.image_size
     for v in videos:
         if v.crops.shape[1:] != (size, size, 3):
             raise ValueError(f"{v.ref.key}: crops of shape {v.crops.shape[1:]}, the model takes {size}x{size}")
-    inv = [np.stack([invert_affine(m) for m in v.affines]) for v in videos]
-    lengths = [len(v.crops) for v in videos]
-    n_lmk = model.cfg.n_landmarks
     engine = engine or InferenceEngine(model)
+    inputs = [VideoInput(v.ref.key, v.boxes, crops=v.crops, affines=v.affines) for v in videos]
     out: list[dict[str, Track]] = [{} for _ in videos]
     seconds: dict[str, float] = {}
     for method in trackers:
@@ -170,25 +170,10 @@ def run_group(
         if method.rwr.crop_size != size:
             raise ValueError(f"method {method.name!r}: crop_size {method.rwr.crop_size} != model input {size}")
         t0 = time.perf_counter()
-        tracker = RwRTracker(model, method.rwr, engine=engine)
-        lm = [np.zeros((n, n_lmk, 2)) for n in lengths]
-        nfe = [np.zeros(n, np.int64) for n in lengths]
-        full = [np.zeros(n, bool) for n in lengths]
-        for t in range(max(lengths, default=0)):
-            live = [i for i, n in enumerate(lengths) if t < n]
-            images = to_model_input(np.stack([videos[i].crops[t] for i in live]), dev)
-            res = tracker.step_crops(
-                images,
-                [videos[i].ref.key for i in live],
-                boxes=np.stack([videos[i].boxes[t] for i in live]),
-                affines=np.stack([videos[i].affines[t] for i in live]),
-            )
-            pts = apply_affine(np.stack([inv[i][t] for i in live]), res.coords)
-            for j, i in enumerate(live):
-                lm[i][t], nfe[i][t], full[i][t] = pts[j], res.nfe[j], res.full_solve[j]
+        tracks = FrameSyncRunner.from_model(model, method.rwr, engine=engine).run(inputs)
         seconds[method.name] = time.perf_counter() - t0
-        for i in range(len(videos)):
-            out[i][method.name] = Track(lm[i], nfe[i], full[i])
+        for i, tr in enumerate(tracks):
+            out[i][method.name] = Track(tr.landmarks, tr.nfe, tr.full_solve)
     return out, seconds
 
 

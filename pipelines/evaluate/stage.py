@@ -41,7 +41,6 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +49,16 @@ import pandas as pd
 
 from ldeq_core.fileio import atomic_path, write_text_atomic
 from ldeq_core.filters import apply_filter
-from ldeq_core.inference import InferencePolicy
 from ldeq_core.metrics import ced_curve, video_nme
+from ldeq_shared.eval_settings import EvalSettings
+from ldeq_shared.params import Params, as_params, load_params
 from ldeq_shared.prepared import Prepared, load_prepared
 from ldeq_shared.ray_session import start_or_attach
-from pipelines.evaluate.boxes import BOX_SOURCES
+from ldeq_shared.train_settings import TrainConfig, resolve_tracking_uri
 from pipelines.evaluate.methods import (
     PER_FRAME,
     Method,
-    MethodSettings,
     build_methods,
-    method_settings,
     primary_rwr,
     trackers,
 )
@@ -87,13 +85,10 @@ from pipelines.evaluate.runner import (
 )
 from pipelines.evaluate.tune_filters import (
     TuneResult,
-    TuneSettings,
     TuneTrack,
     split_tune_test,
     tune_filters,
-    tune_settings,
 )
-from pipelines.prepare import params_section
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
@@ -104,91 +99,15 @@ OVERLAY_DIR = "outputs/overlays"
 PLOTS_DIR = "plots"
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    """The ``evaluate`` section of params.yaml (documented there)."""
-
-    model_source: str = "checkpoint"
-    checkpoint: str = "models/model.pt"
-    registered_model: str | None = None
-    model_alias: str = "champion"
-    raw_dir: str | None = None
-    shards_dir: str | None = None
-    device: str = "auto"
-    parallel: bool = True
-    actors: int = 2
-    cpus_per_actor: float = 0.5
-    use_gpu: str | bool = "auto"
-    gpus_per_actor: float | None = None
-    decode_cpus: float = 0.5
-    object_store_mb: int = 1024
-    videos_per_batch: int = 5
-    torch_threads: int | None = None
-    max_videos: int | None = None
-    methods: MethodSettings = field(default_factory=MethodSettings)
-    tuning: TuneSettings = field(default_factory=TuneSettings)
-    still_splits: list[str] | None = None
-    still_batch_size: int = 32
-    max_stills: int | None = None
-    worst_videos: int = 2
-    overlay_max_height: int = 360
-    mlflow_uri: str | None = None
-    mlflow_experiment: str | None = None
-    inference: InferencePolicy = field(default_factory=InferencePolicy)
-    box_source: str = "given"  # given | smoothed | detector (pipelines/evaluate/boxes.py)
-
-    def __post_init__(self) -> None:
-        if self.box_source not in BOX_SOURCES:
-            raise ValueError(f"evaluate.box_source must be one of {BOX_SOURCES}, got {self.box_source!r}")
-        if self.model_source not in ("checkpoint", "registry"):
-            raise ValueError(f"evaluate.model_source must be checkpoint or registry, got {self.model_source!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"evaluate.device must be auto, cpu or cuda[:n], got {self.device!r}")
-        if self.use_gpu not in ("auto", True, False):
-            raise ValueError(f"evaluate.use_gpu must be auto, true or false, got {self.use_gpu!r}")
-        for name in ("actors", "videos_per_batch", "still_batch_size", "overlay_max_height", "object_store_mb"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"evaluate.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.cpus_per_actor <= 0 or self.decode_cpus <= 0:
-            raise ValueError("evaluate.cpus_per_actor and evaluate.decode_cpus must be > 0")
-        for name in ("torch_threads", "max_videos", "max_stills"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ValueError(f"evaluate.{name} must be null or an integer >= 1, got {v!r}")
-        if not isinstance(self.worst_videos, int) or self.worst_videos < 0:
-            raise ValueError(f"evaluate.worst_videos must be an integer >= 0, got {self.worst_videos!r}")
-
-
-def eval_settings(params: Mapping[str, Any], where: str = "params.yaml") -> EvalSettings:
-    """``EvalSettings`` from a parsed params.yaml; unknown keys or bad values raise ``ValueError``."""
-    data = dict(params_section(params, "evaluate", where))
-    known = {f.name for f in dataclasses.fields(EvalSettings)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{where}: evaluate: unknown key(s) {unknown} (known: {sorted(known)})")
-    data["methods"] = method_settings(data.get("methods"), f"{where}: evaluate.methods")
-    data["tuning"] = tune_settings(data.get("tuning"), f"{where}: evaluate.tuning")
-    try:
-        data["inference"] = InferencePolicy.from_dict(data.get("inference"))
-        return EvalSettings(**data)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {exc}") from exc
+def eval_settings(params: Params | Mapping[str, Any], where: str = "params.yaml") -> EvalSettings:
+    """The typed ``evaluate`` section of ``params`` (a :class:`Params`, or a mapping parsed by it)."""
+    return as_params(params, where).evaluate
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _abs(path: str | os.PathLike[str], root: Path) -> Path:
     p = Path(os.path.expanduser(os.fspath(path)))
     return p if p.is_absolute() else (root / p)
-
-
-def _train_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
-    """MLflow settings of the ``train`` section (with TrainConfig's defaults)."""
-    from pipelines.train.config import TrainConfig
-
-    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    train = params.get("train") or {}
-    keys = ("mlflow_uri", "mlflow_experiment", "mlflow_artifacts", "registered_model")
-    return {k: train.get(k, fields[k]) for k in keys}
 
 
 def _device(name: str) -> Any:
@@ -200,9 +119,9 @@ def _device(name: str) -> Any:
 
 
 def load_model(
-    s: EvalSettings, root: Path, params: Mapping[str, Any], checkpoint: PathLike | None = None
+    s: EvalSettings, root: Path, train: TrainConfig, checkpoint: PathLike | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """The model to evaluate and a description of where it came from."""
+    """The model to evaluate and a description of where it came from (registry defaults: the ``train`` section)."""
     if checkpoint is not None or s.model_source == "checkpoint":
         from ldeq_core.checkpoints import load_checkpoint
 
@@ -215,11 +134,9 @@ def load_model(
             "train_run": str(loaded.metadata.get("mlflow_run_id", "")),
         }
     from ldeq_shared.registry import load_registered_checkpoint
-    from pipelines.train.config import resolve_tracking_uri
 
-    train = _train_defaults(params)
-    uri = resolve_tracking_uri(s.mlflow_uri or train["mlflow_uri"], root)
-    name = s.registered_model or train["registered_model"]
+    uri = resolve_tracking_uri(s.mlflow_uri or train.mlflow_uri, root)
+    name = s.registered_model or train.registered_model
     loaded, mv = load_registered_checkpoint(name, s.model_alias, tracking_uri=uri)  # the resolver serve uses too
     return loaded.model.eval(), {
         "source": "registry",
@@ -416,20 +333,23 @@ def _write_figures(
 
 # -------------------------------------------------------------------------------------------------- stage
 def run_evaluate(
-    params: Mapping[str, Any], root: PathLike = ".", *, checkpoint: PathLike | None = None, progress: bool = True
+    params: Params | Mapping[str, Any],
+    root: PathLike = ".",
+    *,
+    checkpoint: PathLike | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the evaluate stage; returns ``{"metrics": flat metrics, "summary": summary.json content, "files"}``."""
+    """Run the evaluate stage with ``params`` (a :class:`Params`, or a mapping parsed by it); paths relative to
+    ``root``. Returns ``{"metrics": flat metrics, "summary": summary.json content, "files"}``."""
     t_start = time.perf_counter()
     root = Path(root).resolve()
-    s = eval_settings(params)
-    from pipelines.prepare import data_settings
-    from pipelines.preprocess import preprocess_settings  # imports pyarrow and cv2 only
-
-    raw_dir = _abs(s.raw_dir or data_settings(params)["out"], root)
-    shards_dir = _abs(s.shards_dir or preprocess_settings(params)["out"], root)
+    typed = as_params(params)
+    s = typed.evaluate
+    raw_dir = _abs(s.raw_dir or typed.data.out, root)
+    shards_dir = _abs(s.shards_dir or typed.preprocess.out, root)
     say = print if progress else (lambda *_a, **_k: None)
 
-    model, model_info = load_model(s, root, params, checkpoint)
+    model, model_info = load_model(s, root, typed.train, checkpoint)
     device = _device(s.device)
     model = model.to(device).eval()
     methods = build_methods(s.methods, model.cfg.image_size)
@@ -598,8 +518,8 @@ def run_evaluate(
         ],
     )
     files["tuning"] = f"{OUT_DIR}/tuning.csv"
-    uri = s.mlflow_uri if s.mlflow_uri is not None else _train_defaults(params)["mlflow_uri"]
-    mlflow_run = _start_mlflow_run(uri, s, params, root, model_info) if uri else None
+    uri = s.mlflow_uri if s.mlflow_uri is not None else typed.train.mlflow_uri
+    mlflow_run = _start_mlflow_run(uri, s, typed.train, root, model_info) if uri else None
     try:
         summary = {
             "conventions": VIDEO_METRICS,
@@ -699,18 +619,16 @@ def _mlflow_key(key: str) -> str:
 
 
 def _start_mlflow_run(
-    uri: str, s: EvalSettings, params: Mapping[str, Any], root: Path, model_info: Mapping[str, Any]
+    uri: str, s: EvalSettings, train: TrainConfig, root: Path, model_info: Mapping[str, Any]
 ) -> tuple[Any, str]:
     """(client, run id) of a new ``evaluate`` run in the training experiment (tagged with the model's source)."""
     from mlflow import MlflowClient
 
-    from pipelines.train.config import resolve_tracking_uri
     from pipelines.train.tracking import ensure_experiment
 
-    train = _train_defaults(params)
     uri = resolve_tracking_uri(uri, root)
-    experiment = s.mlflow_experiment or train["mlflow_experiment"]
-    exp_id = ensure_experiment(uri, experiment, str(_abs(train["mlflow_artifacts"], root)))
+    experiment = s.mlflow_experiment or train.mlflow_experiment
+    exp_id = ensure_experiment(uri, experiment, str(_abs(train.mlflow_artifacts, root)))
     client = MlflowClient(tracking_uri=uri)
     tags = {"ldeq.kind": "evaluate", "ldeq.model_source": str(model_info["source"])}
     if model_info.get("train_run"):
@@ -757,7 +675,5 @@ def run_evaluate_from_params(
     params_path: PathLike = "params.yaml", *, checkpoint: PathLike | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """``run_evaluate`` with the settings of ``params_path``; paths resolve against that file's folder."""
-    from pipelines.prepare import load_params
-
-    path = Path(params_path).resolve()
-    return run_evaluate(load_params(path), path.parent, checkpoint=checkpoint, progress=progress)
+    params = load_params(params_path)
+    return run_evaluate(params, Path(params_path).resolve().parent, checkpoint=checkpoint, progress=progress)

@@ -22,66 +22,22 @@ import hashlib
 import itertools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ldeq_core.filters import FILTERS, apply_filter
+from ldeq_core.filters import apply_filter
 from ldeq_core.metrics import video_nme, video_nmf
-from pipelines.evaluate.methods import FILTER_NAMES
-
-DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {name: FILTERS[name].grid() for name in FILTER_NAMES}
-OBJECTIVES = ("constrained", "weighted")
-
-
-@dataclass(frozen=True)
-class TuneSettings:
-    """``evaluate.tuning`` of params.yaml."""
-
-    fraction: float = 0.25
-    salt: str = "ldeq-eval"
-    objective: Literal["constrained", "weighted"] = "constrained"
-    nme_tolerance: float = 0.05
-    nmf_weight: float = 0.01
-    grids: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    # constrained objective: NME bound relative to the unfiltered base itself ("own") or to per-frame ("per_frame")
-    reference: Literal["own", "per_frame"] = "own"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.fraction < 1.0:
-            raise ValueError(f"evaluate.tuning.fraction must be in [0, 1), got {self.fraction!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"evaluate.tuning.objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.reference not in ("own", "per_frame"):
-            raise ValueError(f"evaluate.tuning.reference must be own or per_frame, got {self.reference!r}")
-        if self.nme_tolerance < 0 or self.nmf_weight < 0:
-            raise ValueError("evaluate.tuning: nme_tolerance and nmf_weight must be >= 0")
-        unknown = sorted(set(self.grids) - set(FILTER_NAMES))
-        if unknown:
-            raise ValueError(f"evaluate.tuning.grids: unknown filter(s) {unknown}, known {list(FILTER_NAMES)}")
-        for name, grid in self.grids.items():
-            if (
-                not isinstance(grid, Mapping)
-                or not grid
-                or any(not isinstance(v, list | tuple) or not v for v in grid.values())
-            ):
-                raise ValueError(f"evaluate.tuning.grids.{name}: expected a mapping of parameter -> non-empty list")
-
-    def grid(self, filter_name: str) -> dict[str, list[float]]:
-        """The grid of ``filter_name``: the configured one, else :data:`DEFAULT_GRIDS`."""
-        return {k: list(v) for k, v in (self.grids.get(filter_name) or DEFAULT_GRIDS[filter_name]).items()}
+from ldeq_shared.eval_settings import DEFAULT_GRIDS as DEFAULT_GRIDS
+from ldeq_shared.eval_settings import OBJECTIVES as OBJECTIVES
+from ldeq_shared.eval_settings import TuneSettings
+from ldeq_shared.params import parse_section
 
 
 def tune_settings(section: Mapping[str, Any] | None, where: str = "evaluate.tuning") -> TuneSettings:
-    """Parse ``evaluate.tuning``; unknown keys raise ``ValueError``."""
-    data = dict(section or {})
-    unknown = sorted(set(data) - set(TuneSettings.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown} (known: {sorted(TuneSettings.__dataclass_fields__)})")
-    if "grids" in data:
-        data["grids"] = dict(data["grids"] or {})
-    return TuneSettings(**data)
+    """Parse ``evaluate.tuning``; unknown keys or bad values raise ``ValueError``."""
+    return parse_section(TuneSettings, section, where)
 
 
 def _rank_key(salt: str, vid: str) -> str:

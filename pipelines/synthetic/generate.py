@@ -32,21 +32,22 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ldeq_core.defaults import BOX_EXPAND, EXTRA_SCALE
 from ldeq_core.fileio import write_text_atomic
+from ldeq_shared.params import DataSettings
 from ldeq_shared.wflw_v import write_video_clip
 from pipelines.formats.wflw import write_wflw
 from pipelines.synthetic import face_model as fm
 from pipelines.synthetic import render as rd
 
 STILL_SIZE = 256
-CROP_EXTRA = 1.2  # crop side / detector-box side (spec §5.4)
-BOX_EXPAND = 1.1  # detector box side / landmark box side
+CROP_EXTRA = EXTRA_SCALE  # crop side / detector-box side (spec §5.4)
 VIDEO_SIZE = (384, 288)  # width, height
 VIDEO_FPS = 30.0
 HARD_KINDS = ("motion_blur", "occlusion", "low_light", "fast_motion")
 _SPLIT_IDS = {"train": 0, "test": 1, "video": 2}
 
-DEFAULTS = {"n_train": 2000, "n_test": 300, "n_videos": 12, "n_frames": 90, "seed": 0}
+_DEFAULTS = DataSettings()  # the data defaults of the one settings layer (ldeq_shared.params)
 IMAGE_FORMATS = ("png", "jpg")
 
 _T = TypeVar("_T")
@@ -409,11 +410,11 @@ def mean_shape_baseline(train_lm: np.ndarray, test_lm: np.ndarray) -> float:
 def generate_dataset(
     out_root: str | os.PathLike[str],
     *,
-    n_train: int = DEFAULTS["n_train"],
-    n_test: int = DEFAULTS["n_test"],
-    n_videos: int = DEFAULTS["n_videos"],
-    n_frames: int = DEFAULTS["n_frames"],
-    seed: int = DEFAULTS["seed"],
+    n_train: int = _DEFAULTS.synthetic.n_train,
+    n_test: int = _DEFAULTS.synthetic.n_test,
+    n_videos: int = _DEFAULTS.synthetic.n_videos,
+    n_frames: int = _DEFAULTS.synthetic.n_frames,
+    seed: int = _DEFAULTS.seed,
     workers: int = 1,
     progress: bool = True,
     image_format: str = "png",
@@ -488,11 +489,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m pipelines.synthetic.generate --out DIR [--n-train N ...]``."""
     ap = argparse.ArgumentParser(description="Generate the synthetic WFLW / WFLW-V dataset.")
     ap.add_argument("--out", required=True, help="output root (gets wflw/ and wflw_v/)")
-    ap.add_argument("--n-train", type=int, default=DEFAULTS["n_train"])
-    ap.add_argument("--n-test", type=int, default=DEFAULTS["n_test"])
-    ap.add_argument("--n-videos", type=int, default=DEFAULTS["n_videos"])
-    ap.add_argument("--n-frames", type=int, default=DEFAULTS["n_frames"])
-    ap.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    ap.add_argument("--n-train", type=int, default=_DEFAULTS.synthetic.n_train)
+    ap.add_argument("--n-test", type=int, default=_DEFAULTS.synthetic.n_test)
+    ap.add_argument("--n-videos", type=int, default=_DEFAULTS.synthetic.n_videos)
+    ap.add_argument("--n-frames", type=int, default=_DEFAULTS.synthetic.n_frames)
+    ap.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--image-format", choices=IMAGE_FORMATS, default="png")
     ap.add_argument("--no-progress", action="store_true")

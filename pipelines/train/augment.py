@@ -21,48 +21,14 @@ the result does not depend on how many threads prepare a batch (:mod:`pipelines.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from ldeq_shared.train_settings import AugmentConfig
+
 REFERENCE_SIZE = 256  # pixel-valued settings (blur sigma) are given for a 256-px crop and scaled to the image
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and ranges of the augmentation recipe (defaults: ours)."""
-
-    enabled: bool = True
-    flip_prob: float = 0.5
-    rotate_prob: float = 0.5
-    max_rotate_deg: float = 30.0
-    scale_prob: float = 0.5
-    min_scale: float = 0.9
-    max_scale: float = 1.1
-    translate_prob: float = 0.5
-    max_translate: float = 0.12  # fraction of the crop side (HIH: +-30 px of 256)
-    blur_prob: float = 0.3
-    max_blur_sigma: float = 3.0  # pixels of a 256 crop
-    occlude_prob: float = 0.3
-    max_occlude_frac: float = 0.4  # occluder side, fraction of the crop side
-    color_prob: float = 0.5
-    brightness: float = 0.25  # factor drawn from [1 - b, 1 + b]
-    contrast: float = 0.25
-    saturation: float = 0.25
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("_prob") and not 0.0 <= value <= 1.0:
-                raise ValueError(f"augment.{f.name} must be in [0, 1], got {value}")
-        if not 0 < self.min_scale <= self.max_scale:
-            raise ValueError(f"augment: need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
-        for name in ("max_rotate_deg", "max_translate", "max_blur_sigma", "brightness", "contrast", "saturation"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.max_occlude_frac <= 1:
-            raise ValueError(f"augment.max_occlude_frac must be in (0, 1], got {self.max_occlude_frac}")
 
 
 @dataclass

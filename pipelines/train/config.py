@@ -1,310 +1,39 @@
-"""Typed training configuration, read from the ``model:`` and ``train:`` sections of ``params.yaml``.
+"""The training configuration, read from the ``model:`` and ``train:`` sections of a params file.
 
-``model:`` is a preset name plus any :class:`ldeq_core.config.ModelConfig` field overrides (``solver``/``grad`` as
-nested dicts). ``train:`` maps one to one onto :class:`TrainConfig` (``augment:`` nested). Command-line overrides
-are ``key=value`` strings: ``train.lr=3e-4``, ``lr=3e-4`` (bare keys mean ``train.``), ``model.image_size=64``,
-``train.augment.flip_prob=0``; values are parsed as YAML scalars.
-
-Relative paths (``data_dir``, ``storage_path``, ``mlflow_artifacts`` and a ``sqlite:///relative.db`` tracking URI)
-are relative to the project root (the folder of ``params.yaml``); :meth:`TrainConfig.resolved` makes them absolute.
+The schema (:class:`TrainConfig`, :class:`AugmentConfig`, override syntax, path resolution) is
+:mod:`ldeq_shared.train_settings`, part of the one typed configuration layer :mod:`ldeq_shared.params`; this module
+re-exports it for the pipelines and adds :func:`load_train_config` (the params file plus ``--set`` overrides).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, Literal
 
-import yaml
+from ldeq_shared.params import ParamsError, load_params
+from ldeq_shared.train_settings import (
+    AUTO_DATA_THREADS_MAX,
+    AugmentConfig,
+    GradModeName,
+    LossKind,
+    TrainConfig,
+    resolve_tracking_uri,
+)
 
-from ldeq_core.config import ModelConfig, get_preset
-from pipelines.train.augment import AugmentConfig
-
-# automatic decode + augment threads per worker: on 4x H200, 2 threads trained faster than 12 (398 vs 361 images/s on
-# one GPU, 1,391 vs 1,164 on four; BENCHMARKS.md 14) and one thread prepares ~800 images/s (section 4a)
-AUTO_DATA_THREADS_MAX = 2
-# Keys that TrainConfig no longer has; configs written before (a saved train_config.yaml, a params.yaml) may still
-# carry them with their null default, which is ignored. Test-only fault injection is pipelines/train/faults.py.
-_REMOVED_KEYS = ("fail_at_epoch", "fail_marker")
-LossKind = Literal["l1", "wing"]
-GradModeName = Literal["implicit", "one_step", "unrolled"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs; see ``params.yaml`` for the documented defaults."""
-
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
-    run_name: str = "ldeq-train"
-    data_dir: str = "data/shards"
-    train_split: str = "train"
-    val_split: str = "auto"  # auto: "val" when the shards have it, else "test" (the synthetic source has no val)
-    materialize_train: bool = False  # keep the decoded-on-the-fly shard bytes in the object store (small sets)
-    materialize_val: bool = True  # the val split is read once, not once per epoch and worker
-    # every worker holds the whole (encoded) train split in memory and takes its share of a global per-epoch
-    # permutation (pipelines/train/cache.py); false: stream the worker's Ray Data shard every epoch
-    worker_cache: bool = True
-    worker_cache_max_mb: float = 2048.0  # per worker; a larger split is refused with a clear error
-    # optimisation
-    epochs: int = 12
-    batch_size: int = 16  # per worker
-    val_batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    cosine: bool = True
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
-    loss: LossKind = "l1"
-    wing_w: float = 10.0  # wing loss width, pixels of a 256 crop
-    wing_eps: float = 2.0  # wing loss curvature, pixels of a 256 crop
-    heatmap_loss_weight: float = 0.0  # optional MSE to Gaussian target heatmaps (0 disables)
-    heatmap_sigma: float = 1.0  # Gaussian target std, heatmap cells
-    # DEQ training settings (override the model's grad config; the model's solver is the inference setting)
-    grad_mode: GradModeName = "one_step"
-    train_max_nfe: int | None = 4  # forward budget while training; None = the model's solver.max_nfe
-    stochastic_budget: bool = False  # training budget ~ Uniform{1..train_max_nfe} per step
-    jac_reg_weight: float = 0.0
-    nme_norm: str = "inter_ocular"  # inter_ocular | face
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # hardware
-    bf16: bool = True  # bf16 autocast, GPU only
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the DEQ cell (nn.Module.compile: state-dict keys unchanged); needs bf16 false
-    # compile under DDP: true splits the compiled cell at DDP bucket boundaries (torch's DDPOptimizer, torch's default)
-    # so the all-reduce overlaps the backward; false (measured faster: 0.3 ms of all-reduce per step) keeps one graph
-    compile_ddp_split: bool = False
-    grad_allreduce: str = "fp32"  # fp32 | bf16: DDP gradient all-reduce in bfloat16 (half the bytes; train/comm.py)
-    seed: int = 0
-    num_workers: int = 2
-    use_gpu: bool = False
-    cpus_per_worker: float = 0.5
-    gpus_per_worker: float = 1.0
-    # threads per worker that decode + augment a batch's samples; None or 0: min(2, max(1, round(cpus_per_worker)))
-    data_threads: int | None = None
-    prefetch_batches: int = 2  # batches prepared ahead, in a background thread, while one trains (0: inline)
-    # extra Ray resources per worker, e.g. {"trainer_slot": 1} with nodes started by `ray start --resources=...`
-    # (CPU and GPU are set by cpus_per_worker / gpus_per_worker); empty: none
-    resources_per_worker: dict[str, float] = field(default_factory=dict)
-    # fault tolerance and tracking
-    checkpoint_every: int = 1
-    async_checkpoint: bool = True  # rank 0 uploads checkpoints in the background (Ray's CheckpointUploadMode.ASYNC)
-    keep_checkpoints: int = 2
-    max_failures: int = 1
-    storage_path: str = "outputs/ray_results"
-    mlflow_uri: str = "sqlite:///mlflow.db"
-    mlflow_artifacts: str = "outputs/mlartifacts"  # artifact root of new experiments (local tracking stores)
-    mlflow_experiment: str = "ldeq"
-    registered_model: str = "ldeq-landmarks"
-
-    def __post_init__(self) -> None:
-        if self.loss not in ("l1", "wing"):
-            raise ValueError(f"train.loss must be 'l1' or 'wing', got {self.loss!r}")
-        if self.grad_mode not in ("implicit", "one_step", "unrolled"):
-            raise ValueError(f"train.grad_mode must be implicit, one_step or unrolled, got {self.grad_mode!r}")
-        for name in ("epochs", "batch_size", "val_batch_size", "num_workers", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.grad_clip < 0:
-            raise ValueError("train: need lr > 0 and weight_decay, warmup_epochs, grad_clip >= 0")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.train_max_nfe is not None and self.train_max_nfe < 1:
-            raise ValueError(f"train.train_max_nfe must be >= 1 or null, got {self.train_max_nfe}")
-        if self.data_threads is not None and self.data_threads < 0:
-            raise ValueError(f"train.data_threads must be >= 0 or null (0, null: auto), got {self.data_threads}")
-        if self.worker_cache_max_mb <= 0:
-            raise ValueError(f"train.worker_cache_max_mb must be > 0, got {self.worker_cache_max_mb}")
-        if self.prefetch_batches < 0:
-            raise ValueError(f"train.prefetch_batches must be >= 0 (0: no prefetch), got {self.prefetch_batches}")
-        if self.compile and self.bf16:
-            # H100, torch 2.13: the inductor-compiled cell under bf16 autocast gives NaN gradients from the second
-            # step (eager bf16 and compiled fp32/TF32 stay finite; bench/gpu/train_compile_check.py, BENCHMARKS 13).
-            raise ValueError(
-                "train.compile: true needs train.bf16: false (compiled bf16 training gave NaN gradients on an H100; "
-                "compiled fp32/TF32 is finite and the fastest measured step, BENCHMARKS.md section 13)"
-            )
-        if self.grad_allreduce not in ("fp32", "bf16"):
-            raise ValueError(f"train.grad_allreduce must be fp32 or bf16, got {self.grad_allreduce!r}")
-        if self.max_failures < -1:
-            raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
-        if self.nme_norm not in ("inter_ocular", "face"):
-            raise ValueError(f"train.nme_norm must be inter_ocular or face, got {self.nme_norm!r}")
-        _check_resources(self.resources_per_worker)
-        if "preset" not in self.model:
-            raise ValueError("model: needs a 'preset' (tiny | paper) plus optional ModelConfig overrides")
-        self.model_config()  # validates the model section early
-
-    # ------------------------------------------------------------------ derived values
-
-    def model_config(self) -> ModelConfig:
-        """The preset with the ``model:`` overrides, and the training gradient settings of this config."""
-        overrides = {k: v for k, v in self.model.items() if k != "preset"}
-        base = get_preset(str(self.model["preset"]))
-        merged = ModelConfig.from_dict(_deep_merge(base.to_dict(), overrides))
-        return merged.replace(
-            grad={
-                "mode": self.grad_mode,
-                "stochastic_budget": self.stochastic_budget,
-                "jac_reg_weight": self.jac_reg_weight,
-            }
-        )
-
-    @property
-    def effective_train_nfe(self) -> int:
-        return self.train_max_nfe if self.train_max_nfe is not None else self.model_config().solver.max_nfe
-
-    @property
-    def effective_data_threads(self) -> int:
-        """``data_threads``, or (None, 0) one per reserved CPU of the worker, at least 1 and at most
-        ``AUTO_DATA_THREADS_MAX``: more threads contend with the training thread for the GIL (BENCHMARKS.md 14)."""
-        return self.data_threads or min(AUTO_DATA_THREADS_MAX, max(1, round(self.cpus_per_worker)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a (partial) dict; unknown keys raise ``ValueError``."""
-        data = dict(data)
-        for key in _REMOVED_KEYS:
-            if data.get(key) is not None:
-                raise ValueError(f"train.{key} was removed: fault injection is test-only (pipelines/train/faults.py)")
-            data.pop(key, None)
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
-        aug = data.pop("augment", None) or {}
-        if not isinstance(aug, AugmentConfig):
-            aug_names = {f.name for f in fields(AugmentConfig)}
-            bad = set(aug) - aug_names
-            if bad:
-                raise ValueError(f"unknown train.augment keys: {sorted(bad)}")
-            aug = AugmentConfig(**_coerce_floats(AugmentConfig, aug, "train.augment"))
-        model = data.pop("model", None) or {"preset": "tiny"}
-        return cls(model=dict(model), augment=aug, **_coerce_floats(cls, data, "train"))
-
-    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> TrainConfig:
-        """Copy with ``key=value`` overrides applied (see the module docstring for the key syntax)."""
-        data = self.to_dict()
-        pairs = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in overrides)
-        for key, value in pairs:
-            _set_dotted(data, key, value)
-        return TrainConfig.from_dict(data)
-
-    def resolved(self, root: str | os.PathLike[str]) -> TrainConfig:
-        """Copy with relative paths and a relative ``sqlite:///`` URI made absolute against ``root``.
-
-        ``$MLFLOW_TRACKING_URI``, when set, overrides ``mlflow_uri`` (e.g. a remote ``mlflow server``).
-        """
-        root = Path(root).resolve()
-        return dataclasses.replace(
-            self,
-            data_dir=_abs(self.data_dir, root),
-            storage_path=_abs(self.storage_path, root),
-            mlflow_artifacts=_abs(self.mlflow_artifacts, root),
-            mlflow_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow_uri, root),
-        )
-
-
-def _check_resources(resources: object) -> None:
-    """``train.resources_per_worker``: a mapping of custom resource names (not CPU/GPU) to numbers >= 0."""
-    if not isinstance(resources, dict):
-        raise ValueError(f"train.resources_per_worker must be a mapping name -> amount, got {resources!r}")
-    for name, amount in resources.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"train.resources_per_worker: resource names must be non-empty strings, got {name!r}")
-        if name in ("CPU", "GPU"):
-            raise ValueError(f"train.resources_per_worker.{name}: set cpus_per_worker / gpus_per_worker instead")
-        if isinstance(amount, bool) or not isinstance(amount, int | float) or not amount >= 0:
-            raise ValueError(f"train.resources_per_worker.{name}: expected a number >= 0, got {amount!r}")
-
-
-def _coerce_floats(kind: type, data: dict[str, Any], where: str) -> dict[str, Any]:
-    """YAML 1.1 reads ``1e-3`` as a string: convert strings given for float fields, naming bad ones."""
-    out = dict(data)
-    float_fields = {f.name for f in fields(kind) if str(f.type).startswith("float")}
-    for key, value in data.items():
-        if key in float_fields and isinstance(value, str):
-            try:
-                out[key] = float(value)
-            except ValueError:
-                raise ValueError(f"{where}.{key}: expected a number, got {value!r}") from None
-    return out
-
-
-def resolve_tracking_uri(uri: str, root: str | os.PathLike[str]) -> str:
-    """``sqlite:///rel.db`` -> ``sqlite:////<root>/rel.db``; absolute sqlite and remote URIs are unchanged."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str((Path(root) / uri[len(prefix) :]).resolve())
-    return uri
-
-
-def _abs(path: str, root: Path) -> str:
-    if "://" in path:  # remote storage (s3://, gs://, ...) stays as it is
-        return path
-    p = Path(path).expanduser()
-    return str(p if p.is_absolute() else (root / p).resolve())
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _split_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise ValueError(f"override {text!r}: expected key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ValueError(f"override {text!r}: empty key")
-    return key, yaml.safe_load(raw) if raw.strip() else None
-
-
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    if parts[0] == "train":  # "train.lr" and "lr" both name a train field; "model.x" the model section
-        parts = parts[1:]
-    if not parts:
-        raise ValueError(f"override {key!r}: no field named")
-    node = data
-    for part in parts[:-1]:
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        if not isinstance(nxt, dict):
-            raise ValueError(f"override {key!r}: {part!r} is not a section")
-        node = nxt
-    node[parts[-1]] = value
-
-
-def load_params(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed ``params.yaml`` (a mapping); errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: params file not found")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level")
-    return data
+__all__ = [
+    "AUTO_DATA_THREADS_MAX",
+    "AugmentConfig",
+    "GradModeName",
+    "LossKind",
+    "TrainConfig",
+    "load_train_config",
+    "resolve_tracking_uri",
+]
 
 
 def load_train_config(params_path: str | os.PathLike[str], overrides: list[str] | None = None) -> TrainConfig:
-    """TrainConfig from the ``model:`` and ``train:`` sections of ``params_path``, plus overrides."""
-    params = load_params(params_path)
-    train = params.get("train") or {}
-    model = params.get("model") or {"preset": "tiny"}
-    if not isinstance(train, dict) or not isinstance(model, dict):
-        raise ValueError(f"{params_path}: 'train' and 'model' must be mappings")
+    """TrainConfig from the ``model:`` and ``train:`` sections of ``params_path``, plus ``key=value`` overrides."""
+    cfg = load_params(params_path).train
     try:
-        cfg = TrainConfig.from_dict({**train, "model": model})
         return cfg.with_overrides(overrides or [])
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{params_path}: {exc}") from exc
+    except ValueError as exc:  # the overrides: unknown key, bad value, not key=value
+        raise ParamsError(f"{params_path}: {exc}") from exc

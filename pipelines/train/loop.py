@@ -447,7 +447,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         logger = RunLogger(cfg.mlflow_uri, config["mlflow_run_id"])
         params = flatten({"train": {k: v for k, v in cfg.to_dict().items() if k != "model"}})
         params.update(flatten({"model": cfg.model_config().to_dict()}))
-        params.update({"model.preset": cfg.model["preset"], "world_size": world, "steps_per_epoch": steps_per_epoch})
+        params.update({"model.preset": cfg.model.preset, "world_size": world, "steps_per_epoch": steps_per_epoch})
         logger.log_params(params)
         if start_epoch:
             logger.set_tags({"ldeq.resumed_from_epoch": start_epoch})

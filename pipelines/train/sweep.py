@@ -39,12 +39,13 @@ import io
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ldeq_core.fileio import write_text_atomic
-from pipelines.train.config import TrainConfig, load_params
+from ldeq_shared.params import SweepConfig, load_params
+from pipelines.train.config import TrainConfig
 from pipelines.train.reporting import flatten
 from pipelines.train.tracking import (
     TAG_KIND,
@@ -56,52 +57,12 @@ from pipelines.train.tracking import (
     project_root,
 )
 
-DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 TAG_TRIAL = "ldeq.trial_id"
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """The ``sweep:`` section (see the module docstring)."""
-
-    name: str = "ldeq-sweep"
-    metric: str = "val_nme"
-    mode: str = "min"
-    num_samples: int = 1
-    max_concurrent_trials: int = 1
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    out_dir: str = "outputs/sweeps"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    space: dict[str, dict[str, list[Any]]] = field(default_factory=lambda: {"lr": {"grid": [1e-3, 3e-3]}})
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"sweep.mode must be min or max, got {self.mode!r}")
-        if self.num_samples < 1 or self.max_concurrent_trials < 1 or self.grace_period < 1:
-            raise ValueError("sweep: num_samples, max_concurrent_trials and grace_period must be >= 1")
-        if not self.space:
-            raise ValueError("sweep.space: empty search space")
-        for key, spec in self.space.items():
-            if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-                raise ValueError(f"sweep.space.{key}: expected one of {DISTRIBUTIONS} -> values, got {spec!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SweepConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown sweep config keys: {sorted(unknown)}")
-        return cls(**data)
 
 
 def load_sweep_config(params_path: str | os.PathLike[str]) -> SweepConfig:
     """SweepConfig from the ``sweep:`` section of ``params_path`` (defaults when absent)."""
-    section = load_params(params_path).get("sweep") or {}
-    try:
-        return SweepConfig.from_dict(section)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{params_path}: {exc}") from exc
+    return load_params(params_path).sweep
 
 
 def search_space(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
@@ -205,7 +166,7 @@ def run_sweep(
         client = mlflow_client(cfg.mlflow_uri)
         params = flatten({"sweep": asdict(sweep)})
         params.update(flatten({"train": {k: v for k, v in cfg.to_dict().items() if k != "model"}}))
-        params.update(flatten({"model": cfg.model}))
+        params.update(flatten({"model": cfg.model.to_dict()}))
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]

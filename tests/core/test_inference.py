@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from ldeq_core.config import SolverConfig, get_preset
-from ldeq_core.inference import InferenceEngine, InferencePolicy, precision_context
+from ldeq_core.inference import InferenceEngine, InferencePolicy, precision_context, warp_state_batch
 from ldeq_core.model import LandmarkDEQ
-from ldeq_core.rwr import RwRConfig, RwRTracker
+from ldeq_core.rwr import RwRConfig, RwRTracker, heatmap_warp_theta, heatmap_warp_thetas
 
 SMALL = {"image_size": 64, "heatmap_size": 16, "n_landmarks": 98}
 
@@ -87,6 +87,54 @@ def test_engine_fixed_steps_equal_the_fixed_point_solver(model: LandmarkDEQ) -> 
         ref = model(img, z0, solver=SolverConfig(method="fpi", max_nfe=2, tol=0.0))
     assert torch.equal(coords, ref.coords) and torch.equal(z, ref.z_star)
     assert torch.equal(rel, ref.stats.rel_residual)
+
+
+@pytest.mark.parametrize(("kx", "ky"), [(3, 0), (-2, 5)])
+def test_state_warp_by_whole_cells_is_an_exact_shift_with_zeros_outside(kx: int, ky: int) -> None:
+    # align_corners=True puts -1 and 1 on the first and last cell centres, so a translation of 2 k / (W - 1) in
+    # normalised units samples cell j + k exactly (bilinear weights 1 and 0): out[..., i, j] = z[..., i + ky, j + kx]
+    w = h = 16
+    z = torch.randn(2, 3, h, w)
+    theta = torch.tensor([[1.0, 0.0, 2.0 * kx / (w - 1)], [0.0, 1.0, 2.0 * ky / (h - 1)]]).expand(2, 2, 3)
+    out = warp_state_batch(z, theta)
+    ref = torch.zeros_like(z)
+    ys, xs = slice(max(0, -ky), min(h, h - ky)), slice(max(0, -kx), min(w, w - kx))
+    ref[..., ys, xs] = z[..., max(0, ky) : min(h, h + ky), max(0, kx) : min(w, w + kx)]
+    # float32 grid arithmetic: sampling positions are exact up to a few ulps of W, weights of 0/1 up to ~1e-6
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5 * float(z.abs().max()))
+
+
+def test_batched_warp_thetas_equal_the_per_stream_thetas() -> None:
+    rng = np.random.default_rng(0)
+
+    def crop_affine() -> np.ndarray:  # a similarity frame -> crop map with a random scale, angle and shift
+        s, a = rng.uniform(0.2, 2.0), rng.uniform(-0.5, 0.5)
+        return np.array(
+            [
+                [s * np.cos(a), -s * np.sin(a), rng.uniform(-200, 200)],
+                [s * np.sin(a), s * np.cos(a), rng.uniform(-200, 200)],
+            ]
+        )
+
+    prev, cur = np.stack([crop_affine() for _ in range(7)]), np.stack([crop_affine() for _ in range(7)])
+    batched = heatmap_warp_thetas(prev, cur, 256, 64)
+    for i in range(7):  # float64 products of 3x3 matrices with entries up to ~1e3: agreement to ~1e-12 relative
+        np.testing.assert_allclose(batched[i], heatmap_warp_theta(prev[i], cur[i], 256, 64), rtol=1e-9, atol=1e-9)
+
+
+def test_engine_fixed_steps_with_thetas_warp_the_start_then_step(model: LandmarkDEQ) -> None:
+    img = torch.randn(3, 3, 64, 64)
+    z0 = model.cell.norm(torch.randn(model.z_shape(3)))
+    theta = torch.tensor([[[0.9, 0.1, 0.2], [-0.1, 1.1, -0.3]]]).expand(3, 2, 3).contiguous()
+    engine = InferenceEngine(model)
+    warped = engine.fixed_steps(img, z0, 2, theta)
+    plain = engine.fixed_steps(img, warp_state_batch(z0, theta), 2)
+    for a, b in zip(warped, plain, strict=True):
+        assert torch.equal(a, b)
+    unwarped = engine.fixed_steps(img, z0, 2)
+    assert not torch.allclose(warped[1], unwarped[1])  # the warp changed the start, so it changed the result
+    with pytest.raises(ValueError, match="thetas must have shape"):
+        engine.fixed_steps(img, z0, 2, theta[:2])
 
 
 def test_channels_last_engine_keeps_landmarks_within_parity(model: LandmarkDEQ) -> None:

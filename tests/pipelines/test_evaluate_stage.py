@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ldeq_cli.main import app
+from ldeq_shared.params import Params
 from ldeq_shared.video_io import read_frames
 from pipelines.evaluate import eval_settings, run_evaluate
 from pipelines.evaluate.report import pct_change
@@ -66,7 +67,7 @@ def test_settings_reject_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValueError, match="videos_per_batch"):
         eval_settings({"evaluate": {"videos_per_batch": 0}})
     assert eval_settings({}).methods.budgets == (1, 2, 4)
-    with pytest.raises(ValueError, match=r"params.yaml: unknown inference keys: \['precison'\]"):
+    with pytest.raises(ValueError, match=r"params\.yaml: evaluate\.inference\.precison: unknown key"):
         eval_settings({"evaluate": {"inference": {"precison": "tf32"}}})
     with pytest.raises(ValueError, match=r"inference\.precision"):
         eval_settings({"evaluate": {"inference": {"precision": "int8"}}})
@@ -378,7 +379,8 @@ def test_model_from_the_mlflow_registry(project: tuple[Path, dict[str, Any]], tm
         "train": {"registered_model": "ldeq-test-model", "mlflow_uri": uri},
         "evaluate": {"model_source": "registry", "model_alias": "champion"},
     }
-    model, info = load_model(eval_settings(params), tmp_path, params)
+    typed = Params.from_mapping(params)
+    model, info = load_model(typed.evaluate, tmp_path, typed.train)
     assert info == {
         "source": "registry",
         "name": "ldeq-test-model",
@@ -393,5 +395,7 @@ def test_model_from_the_mlflow_registry(project: tuple[Path, dict[str, Any]], tm
         assert bool((v == expected[k]).all()), k
     with pytest.raises(ValueError, match="not found"):
         load_model(
-            eval_settings({**params, "evaluate": {"model_source": "registry", "model_alias": "nope"}}), tmp_path, params
+            eval_settings({**params, "evaluate": {"model_source": "registry", "model_alias": "nope"}}),
+            tmp_path,
+            typed.train,
         )

@@ -150,7 +150,7 @@ def test_training_tracking_and_registry_against_a_tracking_server(tmp_path, monk
     logger = RunLogger(cfg.mlflow_uri, run_id)
     params = flatten({"train": {k: v for k, v in cfg.to_dict().items() if k != "model"}})
     params.update(flatten({"model": cfg.model_config().to_dict()}))
-    params.update({"model.preset": cfg.model["preset"], "world_size": 2, "steps_per_epoch": 3})
+    params.update({"model.preset": cfg.model.preset, "world_size": 2, "steps_per_epoch": 3})
     logger.log_params(params)
     history = []
     for epoch, (loss, nme) in enumerate(((0.9, 0.20), (0.5, 0.12)), start=1):
