@@ -159,8 +159,11 @@ def warp_state_batch(z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Resample states (N, C, H, W) with per-sample ``affine_grid`` thetas (N, 2, 3) (``align_corners=True``,
     bilinear, zeros outside): the crop-invariant RwR warm start (``ldeq_core.rwr.heatmap_warp_theta``). Pure tensor
     ops of fixed shape, so it is captured in the RwR step's CUDA graph."""
-    grid = torch.nn.functional.affine_grid(theta.float(), list(z.shape), align_corners=True)
-    out = torch.nn.functional.grid_sample(z.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    with torch.autocast(z.device.type, enabled=False):  # fp32 sampling positions under any reduced precision
+        grid = torch.nn.functional.affine_grid(theta.float(), list(z.shape), align_corners=True)
+        out = torch.nn.functional.grid_sample(
+            z.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )
     return out.to(z.dtype)
 
 
