@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ldeq_core.defaults import BOX_EXPAND
 from ldeq_core.filters import TemporalFilter, make_filter
 from ldeq_core.geometry import grow_box, landmarks_to_box
 from ldeq_core.rwr import RwRTracker
@@ -60,7 +61,7 @@ class FaceTrackingConfig:
     duplicate_iou: float = 0.6
     max_missed: int = 2
     min_face: float = 12.0
-    box_expand: float = 1.1
+    box_expand: float = BOX_EXPAND
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:

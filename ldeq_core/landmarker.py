@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ldeq_core.checkpoints import LoadedCheckpoint, load_checkpoint
+from ldeq_core.defaults import BUDGET_NFE
 from ldeq_core.face_tracking import FaceResult, FaceTrackingConfig, MultiFaceTracker
 from ldeq_core.filters import FILTERS
 from ldeq_core.rwr import RwRConfig, RwRTracker
@@ -33,7 +34,7 @@ class VideoSettings:
     """How a video is solved: ``mode`` rwr | per_frame, the RwR budget and proximal gamma, a streaming filter."""
 
     mode: Literal["rwr", "per_frame"] = "rwr"
-    budget_nfe: int = 2
+    budget_nfe: int = BUDGET_NFE
     gamma: float = 0.0
     filter: str = "none"
     filter_params: dict[str, float] = field(default_factory=dict)

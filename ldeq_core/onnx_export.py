@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ldeq_core.defaults import BUDGET_NFE
 from ldeq_core.geometry import IMAGENET_MEAN, IMAGENET_STD
 from ldeq_core.heatmaps import soft_argmax
 from ldeq_core.model import LandmarkDEQ
@@ -389,7 +390,7 @@ def export_model(
     out: str | Path,
     *,
     mode: ExportMode = "both",
-    nfe: int = 2,
+    nfe: int = BUDGET_NFE,
     solve_nfe: int | None = None,
     checkpoint_sha256: str = "",
     source: str = "",
@@ -419,7 +420,7 @@ def export_checkpoint(
     out: str | Path,
     *,
     mode: ExportMode = "both",
-    nfe: int = 2,
+    nfe: int = BUDGET_NFE,
     solve_nfe: int | None = None,
     exporter: Exporter = "torchscript",
 ) -> list[ExportedGraph]:

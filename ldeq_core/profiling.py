@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ldeq_core.config import ModelConfig
+from ldeq_core.defaults import BUDGET_NFE
 from ldeq_core.model import LandmarkDEQ
 
 
@@ -89,7 +90,7 @@ def rwr_step_seconds(
     model: LandmarkDEQ,
     frames: int = 200,
     warmup: int = 10,
-    budget_nfe: int = 2,
+    budget_nfe: int = BUDGET_NFE,
     frame_wh: tuple[int, int] = (640, 480),
 ) -> list[float]:
     """Wall seconds of each of ``frames`` RwR frames (fixed budget, batch 1, one face, crop + solve + map back) on a

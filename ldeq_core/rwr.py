@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ldeq_core.config import SolverConfig
+from ldeq_core.defaults import BUDGET_NFE, EXTRA_SCALE, RESET_IOU
 from ldeq_core.geometry import apply_affine, crop_face, invert_affine, to_model_input
 from ldeq_core.inference import InferenceEngine, InferencePolicy, warp_state_batch
 from ldeq_core.model import LandmarkDEQ
@@ -32,14 +33,14 @@ class RwRConfig:
     """Video inference settings. ``mode='per_frame'`` is the baseline: a full solve from zeros on every frame."""
 
     mode: Literal["rwr", "per_frame"] = "rwr"
-    budget_nfe: int = 2
+    budget_nfe: int = BUDGET_NFE
     tol: float = 0.0
     gamma: float = 0.0
-    reset_iou: float = 0.3
+    reset_iou: float = RESET_IOU
     upstream: bool = False
     upstream_max_iters: int = 1
     crop_size: int = 256
-    extra_scale: float = 1.2
+    extra_scale: float = EXTRA_SCALE
     # Crop-invariant recurrence: resample the previous equilibrium into the current crop (the relative affine of the
     # two crops) before the warm start and the proximal term, so that box motion does not leak into the landmarks.
     warp_state: bool = False

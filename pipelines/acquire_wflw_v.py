@@ -821,6 +821,26 @@ def _run_parallel(
     return [done[v] for v in items]
 
 
+def _run_into_manifest(
+    out_root: Path,
+    lists: WflwVLists,
+    items: Sequence[str],
+    work: Callable[[str], ManifestRow],
+    *,
+    workers: int,
+    stop: threading.Event,
+    desc: str,
+    progress: bool,
+) -> AcquisitionSummary:
+    """:func:`_run_parallel` into the merged manifest of ``out_root`` (saved at the end); the run's summary."""
+    manifest = Manifest.load(out_root / MANIFEST_NAME, order=lists.ids)
+    rows = _run_parallel(items, work, manifest, workers=workers, stop=stop, desc=desc, progress=progress)
+    manifest.save()
+    summary = AcquisitionSummary(out_root, manifest.path, rows)
+    log.info("%s", summary)
+    return summary
+
+
 def acquire_from_youtube(
     out_root: str | Path,
     annotations: str | Path | Sequence[str | Path] | None = None,
@@ -859,23 +879,20 @@ def acquire_from_youtube(
     try:
         if annotations is not None:
             install_annotations(annotations, out_root, retries=retries, backoff_s=backoff_s)
-        manifest = Manifest.load(out_root / MANIFEST_NAME, order=lists.ids)
         stop = threading.Event()
         ctx = _Context(out_root, lists, url_template, retries, backoff_s, format_spec, dict(ydl_options or {}), stop)
-        rows = _run_parallel(
+        summary = _run_into_manifest(
+            out_root,
+            lists,
             selected,
             lambda vid: _acquire_one(vid, ctx),
-            manifest,
             workers=workers,
             stop=stop,
             desc="WFLW-V download",
             progress=progress,
         )
-        manifest.save()
     finally:
         _clean_stale(out_root)
-    summary = AcquisitionSummary(out_root, manifest.path, rows)
-    log.info("%s", summary)
     return summary
 
 
@@ -956,20 +973,16 @@ def acquire_from_archive(
         _install_folder(bb, out_root / "bboxes", ".npy", move=move)
         if move:
             shutil.rmtree(root, ignore_errors=True)
-        manifest = Manifest.load(out_root / MANIFEST_NAME, order=lists.ids)
-        todo = list(lists.ids) + sorted(present - set(lists.ids))
-        rows = _run_parallel(
-            todo,
+        summary = _run_into_manifest(
+            out_root,
+            lists,
+            list(lists.ids) + sorted(present - set(lists.ids)),
             lambda vid: validate_clip(out_root, vid, lists, in_source=vid in present),
-            manifest,
             workers=workers,
             stop=threading.Event(),
             desc="WFLW-V validate",
             progress=progress,
         )
-        manifest.save()
     finally:
         _clean_stale(out_root)
-    summary = AcquisitionSummary(out_root, manifest.path, rows)
-    log.info("%s", summary)
     return summary

@@ -4,7 +4,7 @@ dotted key."""
 
 from __future__ import annotations
 
-import inspect
+import ast
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ldeq_core.config import get_preset
-from ldeq_core.defaults import BUDGET_NFE, EXTRA_SCALE, RESET_IOU
+from ldeq_core.defaults import BOX_EXPAND, BUDGET_NFE, EXTRA_SCALE, JPEG_QUALITY, RESET_IOU
 from ldeq_shared.params import Params, ParamsError, load_params, plain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,23 +92,62 @@ def test_params_yaml_agrees_with_the_code_defaults() -> None:
     assert not stale, f"INTENTIONAL_OVERRIDES entries that now agree with the code (remove them): {stale}"
 
 
-def test_shared_defaults_are_used_by_every_layer() -> None:
-    """Defaults repeated across layers come from ldeq_core.defaults (or agree with it where not yet referenced)."""
-    from ldeq_core.geometry import box_to_affine
-    from ldeq_core.rwr import RwRConfig
-    from pipelines.evaluate.runner import decode_video
+# Parameter / field names whose default is a shared value of ldeq_core.defaults, and that value.
+SHARED_DEFAULTS: dict[str, float] = {
+    "extra_scale": EXTRA_SCALE,
+    "reset_iou": RESET_IOU,
+    "budget_nfe": BUDGET_NFE,
+    "nfe": BUDGET_NFE,
+    "box_expand": BOX_EXPAND,
+    "track_expand": BOX_EXPAND,
+    "quality": JPEG_QUALITY,
+    "jpeg_quality": JPEG_QUALITY,
+}
+CODE_DIRS = ("ldeq_core", "ldeq_shared", "ldeq_cli", "pipelines", "serve", "scripts")
 
+
+def _literal(node: ast.expr | None) -> float | None:
+    """The number a default expression spells out: ``1.2``, ``Field(1.2, ...)``, ``typer.Option(2, ...)``."""
+    if isinstance(node, ast.Call):
+        node = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "default"), None)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return node.value
+    return None
+
+
+def _defaults(tree: ast.AST) -> list[tuple[int, str, ast.expr | None]]:
+    """(line, name, default) of every function parameter and class-level annotated field."""
+    out: list[tuple[int, str, ast.expr | None]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            a = node.args
+            positional = [*a.posonlyargs, *a.args]
+            pairs = [*zip(positional[len(positional) - len(a.defaults) :], a.defaults, strict=True)]
+            pairs += [(arg, d) for arg, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None]
+            out += [(arg.lineno, arg.arg, d) for arg, d in pairs]
+        elif isinstance(node, ast.ClassDef):
+            out += [
+                (s.lineno, s.target.id, s.value)
+                for s in node.body
+                if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+            ]
+    return out
+
+
+def test_shared_defaults_are_not_repeated_as_literals() -> None:
+    """Defaults repeated across layers reference ldeq_core.defaults: no parameter or field of the code spells one
+    of those values out as a number (a different value of the same name, e.g. a per-side box fraction, is fine)."""
+    copies = [
+        f"{path.relative_to(REPO)}:{line}: {name} = {value!r}"
+        for folder in CODE_DIRS
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if path.name != "defaults.py"
+        for line, name, node in _defaults(ast.parse(path.read_text(encoding="utf-8")))
+        if name in SHARED_DEFAULTS and (value := _literal(node)) is not None and value == SHARED_DEFAULTS[name]
+    ]
+    assert not copies, f"use the ldeq_core.defaults constant instead of the literal: {copies}"
     d = Params.defaults()
-    rwr = RwRConfig()
-    assert (rwr.extra_scale, rwr.reset_iou, rwr.budget_nfe) == (EXTRA_SCALE, RESET_IOU, BUDGET_NFE)
-    assert (d.evaluate.methods.extra_scale, d.evaluate.methods.reset_iou) == (EXTRA_SCALE, RESET_IOU)
-    assert (d.serve.rwr.extra_scale, d.serve.rwr.reset_iou, d.serve.rwr.budget_nfe) == (
-        EXTRA_SCALE,
-        RESET_IOU,
-        BUDGET_NFE,
-    )
-    assert inspect.signature(box_to_affine).parameters["extra_scale"].default == EXTRA_SCALE
-    assert inspect.signature(decode_video).parameters["extra_scale"].default == EXTRA_SCALE
+    assert (d.evaluate.methods.extra_scale, d.serve.rwr.reset_iou) == (EXTRA_SCALE, RESET_IOU)  # the typed layer
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ldeq_core.config import ModelConfig
+from ldeq_core.defaults import EXTRA_SCALE
 from ldeq_core.geometry import crop_face, to_model_input
 from ldeq_core.inference import InferenceEngine, InferencePolicy
 from ldeq_core.model import LandmarkDEQ
@@ -108,7 +109,9 @@ class DecodedVideo:
     fps: float
 
 
-def decode_video(ref: VideoRef, crop_size: int, extra_scale: float = 1.2, box_source: str = "given") -> DecodedVideo:
+def decode_video(
+    ref: VideoRef, crop_size: int, extra_scale: float = EXTRA_SCALE, box_source: str = "given"
+) -> DecodedVideo:
     """Load a clip, decode every frame and crop it around its box (spec §5.4); ``DataError`` on any mismatch.
 
     ``box_source`` picks the box track (:mod:`pipelines.evaluate.boxes`): the given boxes, smoothed, or a detector's.
@@ -239,7 +242,7 @@ def evaluate_sequential(
     group_size: int = 5,
     device: torch.device | str | None = None,
     threads: int | None = None,
-    extra_scale: float = 1.2,
+    extra_scale: float = EXTRA_SCALE,
     inference: InferencePolicy | None = None,
     box_source: str = "given",
 ) -> RunResult:
@@ -431,74 +434,22 @@ def evaluate_parallel(
     gpus_per_actor: float = 0.0,
     decode_cpus: float = 0.5,
     threads: int | None = None,
-    extra_scale: float = 1.2,
+    extra_scale: float = EXTRA_SCALE,
     inference: InferencePolicy | None = None,
     box_source: str = "given",
 ) -> RunResult:
     """The Ray Data path (see the module docstring); needs a running Ray (``ray.init`` or ``RAY_ADDRESS``)."""
-    import ray
-    import ray.data
-
-    if not ray.is_initialized():
-        raise ValueError("evaluate_parallel: Ray is not initialised (call ray.init() or set RAY_ADDRESS)")
-    if actors < 1 or cpus_per_actor <= 0 or decode_cpus <= 0 or gpus_per_actor < 0:
-        raise ValueError("evaluate_parallel: need actors >= 1, cpus_per_actor > 0, decode_cpus > 0, gpus >= 0")
+    _check_parallel_args(actors, cpus_per_actor, gpus_per_actor, decode_cpus)
     groups = make_groups(refs, group_size)
     if not groups:
         return RunResult([], 0.0, {m.name: 0.0 for m in trackers}, "ray", actors, "none")
-    size = model.cfg.image_size
-    max_group_bytes = max(sum(r.n_frames for r in g) for g in groups) * size * size * 3
-    memory = int(min(DECODE_MEMORY_BASE + 2 * max_group_bytes, DECODE_MEMORY_CAP))
-    ctx = ray.data.DataContext.get_current()
-    saved = ctx.target_max_block_size, ctx.enable_progress_bars, ctx.execution_options.preserve_order
     t0 = time.perf_counter()
-    try:
-        ctx.target_max_block_size = None  # no output-block splitting: one block per group end to end
-        ctx.enable_progress_bars = False
-        # Groups are consecutive runs of group_size rows (the last may be shorter); in order, batches of
-        # group_size rows are exactly the groups. (Ray Data needs a batch size for GPU actors.)
-        ctx.execution_options.preserve_order = True
-        blob = ray.put(model_to_bytes(model))
-        ds = ray.data.from_arrow([_group_table(g, grp) for g, grp in enumerate(groups)])
-        ds = ds.map_batches(
-            decode_block,
-            batch_size=None,
-            batch_format="pyarrow",
-            num_cpus=decode_cpus,
-            memory=memory,
-            fn_kwargs={"crop_size": size, "extra_scale": extra_scale, "box_source": box_source},
-        )
-        ds = ds.map_batches(
-            GroupRunner,
-            batch_size=group_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=cpus_per_actor,
-            num_gpus=gpus_per_actor if gpus_per_actor > 0 else None,
-            fn_constructor_kwargs={
-                "model_blob": blob,
-                "trackers": list(trackers),
-                "threads": threads,
-                "use_gpu": gpus_per_actor > 0,
-                "inference": inference,
-            },
-        )
+    with _whole_group_blocks():
+        ds = _decode_dataset(groups, model.cfg.image_size, decode_cpus, extra_scale, box_source)
+        ds = _run_dataset(ds, model, trackers, group_size, actors, cpus_per_actor, gpus_per_actor, threads, inference)
         rows = ds.take_all()
-    finally:
-        ctx.target_max_block_size, ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
     wall = time.perf_counter() - t0
-    by_key = {r["key"]: r for r in rows}
-    if len(by_key) != len(rows) or set(by_key) != {r.key for r in refs}:
-        raise RuntimeError(f"evaluate_parallel: got {len(rows)} result rows for {len(refs)} videos")
-    names = [m.name for m in trackers]
-    seconds = dict.fromkeys(names, 0.0)
-    videos = []
-    for g, group in enumerate(groups):
-        for ref in group:
-            r = by_key[ref.key]
-            for name, s in json.loads(r["seconds"]).items():
-                seconds[name] += s
-            videos.append(VideoResult(ref, g, _unpack(r["gt"]), float(r["fps"]), _unpack_tracks(r["tracks"], names)))
+    videos, seconds = _collect_rows(rows, refs, groups, [m.name for m in trackers])
     devices = sorted({r["device"] for r in rows})
     return RunResult(
         videos,
@@ -513,6 +464,107 @@ def evaluate_parallel(
             "decode_pids": sorted({int(r["decode_pid"]) for r in rows}),
         },
     )
+
+
+def _check_parallel_args(actors: int, cpus_per_actor: float, gpus_per_actor: float, decode_cpus: float) -> None:
+    """Raise unless Ray is initialised and the actor pool and decode task resources are valid."""
+    import ray
+
+    if not ray.is_initialized():
+        raise ValueError("evaluate_parallel: Ray is not initialised (call ray.init() or set RAY_ADDRESS)")
+    if actors < 1 or cpus_per_actor <= 0 or decode_cpus <= 0 or gpus_per_actor < 0:
+        raise ValueError("evaluate_parallel: need actors >= 1, cpus_per_actor > 0, decode_cpus > 0, gpus >= 0")
+
+
+@contextlib.contextmanager
+def _whole_group_blocks() -> Iterator[None]:
+    """Ray Data settings that keep one block per group end to end, in order (restored on exit)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.target_max_block_size, ctx.enable_progress_bars, ctx.execution_options.preserve_order
+    try:
+        ctx.target_max_block_size = None  # no output-block splitting: one block per group end to end
+        ctx.enable_progress_bars = False
+        # Groups are consecutive runs of group_size rows (the last may be shorter); in order, batches of
+        # group_size rows are exactly the groups. (Ray Data needs a batch size for GPU actors.)
+        ctx.execution_options.preserve_order = True
+        yield
+    finally:
+        ctx.target_max_block_size, ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
+
+
+def _decode_dataset(
+    groups: Sequence[Sequence[VideoRef]], size: int, decode_cpus: float, extra_scale: float, box_source: str
+) -> Any:
+    """One block per group, decoded and cropped by :func:`decode_block` tasks (memory sized for the largest group)."""
+    import ray.data
+
+    max_group_bytes = max(sum(r.n_frames for r in g) for g in groups) * size * size * 3
+    memory = int(min(DECODE_MEMORY_BASE + 2 * max_group_bytes, DECODE_MEMORY_CAP))
+    ds = ray.data.from_arrow([_group_table(g, grp) for g, grp in enumerate(groups)])
+    return ds.map_batches(
+        decode_block,
+        batch_size=None,
+        batch_format="pyarrow",
+        num_cpus=decode_cpus,
+        memory=memory,
+        fn_kwargs={"crop_size": size, "extra_scale": extra_scale, "box_source": box_source},
+    )
+
+
+def _run_dataset(
+    ds: Any,
+    model: LandmarkDEQ,
+    trackers: Sequence[Method],
+    group_size: int,
+    actors: int,
+    cpus_per_actor: float,
+    gpus_per_actor: float,
+    threads: int | None,
+    inference: InferencePolicy | None,
+) -> Any:
+    """The decoded groups run by a pool of :class:`GroupRunner` actors, one whole group per batch."""
+    import ray
+    import ray.data
+
+    blob = ray.put(model_to_bytes(model))
+    return ds.map_batches(
+        GroupRunner,
+        batch_size=group_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor if gpus_per_actor > 0 else None,
+        fn_constructor_kwargs={
+            "model_blob": blob,
+            "trackers": list(trackers),
+            "threads": threads,
+            "use_gpu": gpus_per_actor > 0,
+            "inference": inference,
+        },
+    )
+
+
+def _collect_rows(
+    rows: Sequence[Mapping[str, Any]],
+    refs: Sequence[VideoRef],
+    groups: Sequence[Sequence[VideoRef]],
+    names: Sequence[str],
+) -> tuple[list[VideoResult], dict[str, float]]:
+    """The actors' result rows as VideoResults in group order, and the compute seconds per tracker method."""
+    by_key = {r["key"]: r for r in rows}
+    if len(by_key) != len(rows) or set(by_key) != {r.key for r in refs}:
+        raise RuntimeError(f"evaluate_parallel: got {len(rows)} result rows for {len(refs)} videos")
+    seconds = dict.fromkeys(names, 0.0)
+    videos = []
+    for g, group in enumerate(groups):
+        for ref in group:
+            r = by_key[ref.key]
+            for name, s in json.loads(r["seconds"]).items():
+                seconds[name] += s
+            videos.append(VideoResult(ref, g, _unpack(r["gt"]), float(r["fps"]), _unpack_tracks(r["tracks"], names)))
+    return videos, seconds
 
 
 # --------------------------------------------------------------------------------------------- stills

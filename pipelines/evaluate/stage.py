@@ -40,7 +40,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ from pipelines.evaluate.report import (
 from pipelines.evaluate.runner import (
     RunResult,
     VideoRef,
+    VideoResult,
     evaluate_parallel,
     evaluate_sequential,
     evaluate_stills,
@@ -247,123 +249,137 @@ def _write_json(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
 
 
-def _write_figures(
-    root: Path,
-    s: EvalSettings,
-    video_agg: Mapping[str, Any] | None,
-    names: list[str],
-    pareto: list[str],
-    rwr: str,
-    test_rows: pd.DataFrame,
-    run: RunResult | None,
-    tracks: Mapping[str, Mapping[str, np.ndarray]],
-    ced: Mapping[str, tuple[np.ndarray, np.ndarray]],
-) -> dict[str, str]:
-    """The plots (a placeholder where there is nothing to show, so every DVC output exists) and the overlays."""
-    from ldeq_shared.video_io import read_frames
-    from pipelines.evaluate import plots
+# ------------------------------------------------------------------------------------------- run context
+@dataclass
+class _Setup:
+    """The run's settings, its folders (resolved against ``root``) and its progress printer."""
 
-    plots_dir, overlay_dir = root / PLOTS_DIR, root / OVERLAY_DIR
-    for d in (plots_dir, overlay_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    for stale in overlay_dir.glob("*.mp4"):
-        stale.unlink()
-    files = {
-        "front_png": f"{PLOTS_DIR}/eval_front.png",
-        "front_csv": f"{PLOTS_DIR}/eval_front.csv",
-        "flicker_png": f"{PLOTS_DIR}/eval_flicker.png",
-        "flicker_csv": f"{PLOTS_DIR}/eval_flicker.csv",
-        "ced_png": f"{PLOTS_DIR}/eval_ced.png",
-        "ced_csv": f"{PLOTS_DIR}/eval_ced.csv",
-    }
-    worst: list[str] = []
-    if video_agg is not None and run is not None:
-        overall = video_agg[OVERALL]["methods"]
-        plots.plot_front(
-            root / files["front_png"],
-            root / files["front_csv"],
-            {m: overall[m] for m in names if m in overall},
-            pareto,
-            highlight=rwr,
-        )
-        per_frame = test_rows[test_rows["method"] == PER_FRAME]
-        worst = per_frame.sort_values(["nmf", "key"], ascending=[False, True])["key"].tolist()
-    else:
-        plots.placeholder(
-            root / files["front_png"],
-            root / files["front_csv"],
-            ["method", "nme_io", "nmf", "nfe", "pareto"],
-            "no test videos",
-        )
-    by_key = {v.ref.key: v for v in run.videos} if run is not None else {}
-    if worst:
-        v, tr = by_key[worst[0]], tracks[worst[0]]
-        plots.plot_flicker(
-            root / files["flicker_png"],
-            root / files["flicker_csv"],
-            worst[0],
-            frame_jitter(tr[PER_FRAME], v.gt),
-            frame_jitter(tr[rwr], v.gt),
-            rwr,
-        )
-    else:
-        plots.placeholder(
-            root / files["flicker_png"], root / files["flicker_csv"], ["frame", "per_frame", "rwr"], "no test videos"
-        )
-    if ced:
-        plots.plot_ced(root / files["ced_png"], root / files["ced_csv"], ced)
-    else:
-        plots.placeholder(root / files["ced_png"], root / files["ced_csv"], ["nme", "fraction"], "no still test split")
-    for key in worst[: s.worst_videos]:
-        v = by_key[key]
-        path = overlay_dir / f"{_safe_name(key)}.mp4"
-        plots.write_overlay(
-            path,
-            read_frames(Path(v.ref.root) / "videos" / f"{v.ref.video_id}.mp4"),
-            v.gt,
-            tracks[key][PER_FRAME],
-            tracks[key][rwr],
-            ("per-frame", rwr),
-            v.fps,
-            s.overlay_max_height,
-        )
-        files[f"overlay:{key}"] = str(path.relative_to(root))
-    return files
+    t_start: float
+    root: Path
+    params: Params
+    s: EvalSettings
+    raw_dir: Path
+    shards_dir: Path
+    say: Callable[..., None]
+
+    @property
+    def out_dir(self) -> Path:
+        """``<root>/outputs/eval``."""
+        return self.root / OUT_DIR
 
 
-# -------------------------------------------------------------------------------------------------- stage
-def run_evaluate(
-    params: Params | Mapping[str, Any],
-    root: PathLike = ".",
-    *,
-    checkpoint: PathLike | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the evaluate stage with ``params`` (a :class:`Params`, or a mapping parsed by it); paths relative to
-    ``root``. Returns ``{"metrics": flat metrics, "summary": summary.json content, "files"}``."""
+@dataclass
+class _Subject:
+    """The model under evaluation on its device, where it came from, and the methods compared."""
+
+    model: Any
+    info: dict[str, Any]
+    device: Any
+    methods: list[Method]
+    trackers: list[Method]
+    rwr: str  # the primary RwR method
+
+    @property
+    def names(self) -> list[str]:
+        """Every compared method's name, in order."""
+        return [m.name for m in self.methods]
+
+
+@dataclass
+class _Videos:
+    """The evaluation videos and their deterministic tuning / test roles (per dataset and split)."""
+
+    refs: list[VideoRef]
+    tune_keys: list[str]
+    test_keys: list[str]
+    roles: dict[str, str]
+
+
+@dataclass
+class _Tuning:
+    """Filter parameters chosen on the tuning videos: per filter base, and the per-frame filters' result."""
+
+    by_base: dict[str, TuneResult]
+    result: TuneResult
+
+    @property
+    def best_filter(self) -> str | None:
+        """The best per-frame filter method (``per_frame+<filter>``), None without one."""
+        return f"{PER_FRAME}+{self.result.best_filter}" if self.result.best_filter else None
+
+    @property
+    def chosen_by_base(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Chosen parameters per base method and filter."""
+        return {b: r.chosen for b, r in self.by_base.items()}
+
+
+@dataclass
+class _VideoScores:
+    """Per-(video, method) rows and tracks; the test videos' aggregates, Pareto front and RwR comparisons."""
+
+    per_video: pd.DataFrame
+    tracks: dict[str, dict[str, np.ndarray]]
+    test_rows: pd.DataFrame
+    agg: dict[str, dict[str, Any]] | None = None
+    pareto: list[str] = dataclasses.field(default_factory=list)
+    comparisons: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+
+
+@dataclass
+class _Stills:
+    """Per still test split: the summary (NME, FR, AUC, images, NFE) and the CED curve."""
+
+    agg: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    ced: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
+
+
+@dataclass
+class _Evaluation:
+    """Everything one run computed, which the writing steps read."""
+
+    setup: _Setup
+    subject: _Subject
+    videos: _Videos
+    run: RunResult | None
+    tuning: _Tuning
+    scores: _VideoScores
+    stills: _Stills
+
+    def throughput(self) -> dict[str, float]:
+        """The run's throughput figures (empty without videos)."""
+        return self.run.throughput() if self.run is not None else {}
+
+
+# ------------------------------------------------------------------------------------------- run steps
+def _setup(params: Params | Mapping[str, Any], root: PathLike, progress: bool) -> _Setup:
+    """Parse the params and resolve the data and shard folders against ``root``."""
     t_start = time.perf_counter()
     root = Path(root).resolve()
     typed = as_params(params)
     s = typed.evaluate
     raw_dir = _abs(s.raw_dir or typed.data.out, root)
     shards_dir = _abs(s.shards_dir or typed.preprocess.out, root)
-    say = print if progress else (lambda *_a, **_k: None)
+    say: Callable[..., None] = print if progress else (lambda *_a, **_k: None)
+    return _Setup(t_start, root, typed, s, raw_dir, shards_dir, say)
 
-    model, model_info = load_model(s, root, typed.train, checkpoint)
+
+def _load_subject(setup: _Setup, checkpoint: PathLike | None) -> _Subject:
+    """Load the model onto the configured device and build the compared methods for its input size."""
+    s = setup.s
+    model, model_info = load_model(s, setup.root, setup.params.train, checkpoint)
     device = _device(s.device)
     model = model.to(device).eval()
     methods = build_methods(s.methods, model.cfg.image_size)
-    tracker_methods = trackers(methods)
-    rwr = primary_rwr(s.methods)
+    return _Subject(model, model_info, device, methods, trackers(methods), primary_rwr(s.methods))
 
-    # videos: deterministic tuning / test split per (dataset, split)
-    prep = load_prepared(raw_dir)
-    if prep.n_landmarks != model.cfg.n_landmarks:
-        raise ValueError(
-            f"{prep.path}: the data has {prep.n_landmarks} landmarks but the model predicts {model.cfg.n_landmarks}"
-        )
+
+def _load_videos(setup: _Setup, n_landmarks: int) -> _Videos:
+    """Read ``prepared.json`` and split every (dataset, split) deterministically into tuning and test videos."""
+    s = setup.s
+    prep = load_prepared(setup.raw_dir)
+    if prep.n_landmarks != n_landmarks:
+        raise ValueError(f"{prep.path}: the data has {prep.n_landmarks} landmarks but the model predicts {n_landmarks}")
     sets = video_sets(prep, s.max_videos)
-    roles: dict[str, str] = {}
     tune_keys: list[str] = []
     test_keys: list[str] = []
     for dataset, _, splits in sets:
@@ -371,135 +387,269 @@ def run_evaluate(
         for split in splits:
             tune_keys += [f"{dataset}/{v}" for v in tune[split]]
             test_keys += [f"{dataset}/{v}" for v in test[split]]
-    roles.update({k: "tune" for k in tune_keys})
-    roles.update({k: "test" for k in test_keys})
-    refs: list[VideoRef] = make_refs(sets)
+    roles = {k: "tune" for k in tune_keys} | {k: "test" for k in test_keys}
+    return _Videos(make_refs(sets), tune_keys, test_keys, roles)
 
-    run: RunResult | None = None
-    if refs:
-        say(
-            f"evaluate: {len(refs)} videos ({len(tune_keys)} tuning, {len(test_keys)} test), "
-            f"{len(tracker_methods)} tracker methods, {'Ray Data' if s.parallel else 'sequential'}"
+
+def _run_trackers(setup: _Setup, subject: _Subject, videos: _Videos) -> RunResult | None:
+    """Run every tracker method over every video (Ray Data or the sequential loop); None without videos."""
+    s = setup.s
+    if not videos.refs:
+        return None
+    setup.say(
+        f"evaluate: {len(videos.refs)} videos ({len(videos.tune_keys)} tuning, {len(videos.test_keys)} test), "
+        f"{len(subject.trackers)} tracker methods, {'Ray Data' if s.parallel else 'sequential'}"
+    )
+    if s.parallel:
+        return _run_on_ray(s, subject, videos.refs)
+    return evaluate_sequential(
+        subject.model,
+        videos.refs,
+        subject.trackers,
+        group_size=s.videos_per_batch,
+        device=subject.device,
+        threads=s.torch_threads,
+        extra_scale=s.methods.extra_scale,
+        inference=s.inference,
+        box_source=s.box_source,
+    )
+
+
+def _run_on_ray(s: EvalSettings, subject: _Subject, refs: list[VideoRef]) -> RunResult:
+    """The Ray Data path, on the running Ray, ``RAY_ADDRESS``, or a local cluster started (and stopped) here."""
+    import ray
+
+    started = _start_ray(s)
+    try:
+        return evaluate_parallel(
+            subject.model,
+            refs,
+            subject.trackers,
+            group_size=s.videos_per_batch,
+            actors=s.actors,
+            cpus_per_actor=s.cpus_per_actor,
+            gpus_per_actor=_gpu_plan(s),
+            decode_cpus=s.decode_cpus,
+            threads=s.torch_threads,
+            extra_scale=s.methods.extra_scale,
+            inference=s.inference,
+            box_source=s.box_source,
         )
-        if s.parallel:
-            import ray
+    finally:
+        if started:
+            ray.shutdown()
 
-            started = _start_ray(s)
-            try:
-                run = evaluate_parallel(
-                    model,
-                    refs,
-                    tracker_methods,
-                    group_size=s.videos_per_batch,
-                    actors=s.actors,
-                    cpus_per_actor=s.cpus_per_actor,
-                    gpus_per_actor=_gpu_plan(s),
-                    decode_cpus=s.decode_cpus,
-                    threads=s.torch_threads,
-                    extra_scale=s.methods.extra_scale,
-                    inference=s.inference,
-                    box_source=s.box_source,
-                )
-            finally:
-                if started:
-                    ray.shutdown()
-        else:
-            run = evaluate_sequential(
-                model,
-                refs,
-                tracker_methods,
-                group_size=s.videos_per_batch,
-                device=device,
-                threads=s.torch_threads,
-                extra_scale=s.methods.extra_scale,
-                inference=s.inference,
-                box_source=s.box_source,
-            )
 
-    # filter tuning on the tuning videos only
+def _tune_on_tuning_videos(
+    s: EvalSettings, methods: list[Method], run: RunResult | None, tune_keys: list[str]
+) -> _Tuning:
+    """Tune each filter base's filters on that base's tracks of the tuning videos only."""
     filters = [m.filter for m in methods if m.kind == "filter" and m.filter and m.base == PER_FRAME]
-    bases = list(dict.fromkeys(m.base for m in methods if m.kind == "filter" and m.base))
-    tune_result: TuneResult
-    tuned_by_base: dict[str, TuneResult] = {}
-    per_video = pd.DataFrame()
-    tracks: dict[str, dict[str, np.ndarray]] = {}
-    if run is not None:
-        by_key = {v.ref.key: v for v in run.videos}
-        reference = None
-        if s.tuning.reference == PER_FRAME and tune_keys:  # one accuracy budget for filters on every base
-            reference = float(
-                np.mean([video_nme(by_key[k].tracks[PER_FRAME].landmarks, by_key[k].gt) for k in tune_keys])
-            )
-        for base in bases:  # each base's filters are tuned on that base's tracks of the tuning videos
-            base_filters = [m.filter for m in methods if m.kind == "filter" and m.base == base and m.filter]
-            tune_tracks = {
-                k: TuneTrack(by_key[k].tracks[base].landmarks, by_key[k].gt, by_key[k].fps) for k in tune_keys
-            }
-            tuned_by_base[base] = tune_filters(tune_tracks, tune_keys, base_filters, s.tuning, reference)
-        tune_result = tuned_by_base.get(PER_FRAME) or tune_filters({}, [], filters, s.tuning)
-        per_video, tracks = _video_rows(run, methods, {b: r.chosen for b, r in tuned_by_base.items()}, roles)
-    else:
-        tune_result = tune_filters({}, [], filters, s.tuning)
-    best_filter = f"{PER_FRAME}+{tune_result.best_filter}" if tune_result.best_filter else None
+    if run is None:
+        return _Tuning({}, tune_filters({}, [], filters, s.tuning))
+    by_key = {v.ref.key: v for v in run.videos}
+    reference = _tuning_reference(s, by_key, tune_keys)
+    by_base: dict[str, TuneResult] = {}
+    for base in dict.fromkeys(m.base for m in methods if m.kind == "filter" and m.base):
+        base_filters = [m.filter for m in methods if m.kind == "filter" and m.base == base and m.filter]
+        tune_tracks = {k: TuneTrack(by_key[k].tracks[base].landmarks, by_key[k].gt, by_key[k].fps) for k in tune_keys}
+        by_base[base] = tune_filters(tune_tracks, tune_keys, base_filters, s.tuning, reference)
+    return _Tuning(by_base, by_base.get(PER_FRAME) or tune_filters({}, [], filters, s.tuning))
 
-    # aggregation over the test videos
-    names = [m.name for m in methods]
-    video_agg: dict[str, dict[str, Any]] | None = None
-    pareto: list[str] = []
-    comparisons: dict[str, dict[str, float]] = {}
+
+def _tuning_reference(s: EvalSettings, by_key: Mapping[str, VideoResult], tune_keys: list[str]) -> float | None:
+    """Per-frame NME of the tuning videos, one accuracy budget for the filters of every base (``tuning.reference``)."""
+    if s.tuning.reference != PER_FRAME or not tune_keys:
+        return None
+    return float(np.mean([video_nme(by_key[k].tracks[PER_FRAME].landmarks, by_key[k].gt) for k in tune_keys]))
+
+
+def _score_videos(run: RunResult | None, subject: _Subject, tuning: _Tuning, roles: Mapping[str, str]) -> _VideoScores:
+    """Score every (video, method), filters applied with their chosen parameters, and aggregate the test videos."""
+    per_video, tracks = (
+        _video_rows(run, subject.methods, tuning.chosen_by_base, roles) if run is not None else (pd.DataFrame(), {})
+    )
     test_rows = per_video[per_video["role"] == "test"] if not per_video.empty else per_video
+    scores = _VideoScores(per_video, tracks, test_rows)
     if not test_rows.empty:
-        video_agg = aggregate(test_rows, names)
-        overall = video_agg[OVERALL]["methods"]
-        pareto = pareto_front({m: (overall[m]["nme_io"], overall[m]["nmf"]) for m in names if m in overall})
-        for split, entry in video_agg.items():
-            comparisons[f"{split}.rwr_vs_per_frame"] = compare(entry["methods"], rwr, PER_FRAME)
-            if best_filter:
-                comparisons[f"{split}.rwr_vs_best_filter"] = compare(entry["methods"], rwr, best_filter)
+        _aggregate_test_videos(scores, subject.names, subject.rwr, tuning.best_filter)
+    return scores
 
-    # stills
-    still_agg: dict[str, dict[str, float]] = {}
-    ced: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for split in still_splits(shards_dir, s.still_splits):
+
+def _aggregate_test_videos(scores: _VideoScores, names: list[str], rwr: str, best_filter: str | None) -> None:
+    """Per-split means of the test rows, the overall Pareto front and RwR vs per-frame / best-filter changes."""
+    scores.agg = aggregate(scores.test_rows, names)
+    overall = scores.agg[OVERALL]["methods"]
+    scores.pareto = pareto_front({m: (overall[m]["nme_io"], overall[m]["nmf"]) for m in names if m in overall})
+    for split, entry in scores.agg.items():
+        scores.comparisons[f"{split}.rwr_vs_per_frame"] = compare(entry["methods"], rwr, PER_FRAME)
+        if best_filter:
+            scores.comparisons[f"{split}.rwr_vs_best_filter"] = compare(entry["methods"], rwr, best_filter)
+
+
+def _score_stills(setup: _Setup, subject: _Subject) -> _Stills:
+    """Full-solve predictions on every still test split of the shards: NME summary and CED curve."""
+    s, stills = setup.s, _Stills()
+    for split in still_splits(setup.shards_dir, s.still_splits):
         res = evaluate_stills(
-            model, shards_dir, split, batch_size=s.still_batch_size, max_images=s.max_stills, device=device
+            subject.model,
+            setup.shards_dir,
+            split,
+            batch_size=s.still_batch_size,
+            max_images=s.max_stills,
+            device=subject.device,
         )
         nmes = still_nmes(res.pred, res.gt)
-        still_agg[split] = {**still_summary(nmes), "nfe": float(np.mean(res.nfe))}
-        ced[split] = ced_curve(nmes)
+        stills.agg[split] = {**still_summary(nmes), "nfe": float(np.mean(res.nfe))}
+        stills.ced[split] = ced_curve(nmes)
+    return stills
 
-    # files
-    out_dir = root / OUT_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = _write_figures(root, s, video_agg, names, pareto, rwr, test_rows, run, tracks, ced)
+
+# ------------------------------------------------------------------------------------------- figures
+FIGURE_FILES = {
+    "front_png": f"{PLOTS_DIR}/eval_front.png",
+    "front_csv": f"{PLOTS_DIR}/eval_front.csv",
+    "flicker_png": f"{PLOTS_DIR}/eval_flicker.png",
+    "flicker_csv": f"{PLOTS_DIR}/eval_flicker.csv",
+    "ced_png": f"{PLOTS_DIR}/eval_ced.png",
+    "ced_csv": f"{PLOTS_DIR}/eval_ced.csv",
+}
+
+
+def _write_figures(ev: _Evaluation) -> dict[str, str]:
+    """The plots (a placeholder where there is nothing to show, so every DVC output exists) and the overlays."""
+    root = ev.setup.root
+    for d in (root / PLOTS_DIR, root / OVERLAY_DIR):
+        d.mkdir(parents=True, exist_ok=True)
+    for stale in (root / OVERLAY_DIR).glob("*.mp4"):
+        stale.unlink()
+    files = dict(FIGURE_FILES)
+    worst = _plot_front(ev, files)
+    _plot_flicker(ev, files, worst)
+    _plot_ced(ev, files)
+    _write_overlays(ev, files, worst[: ev.setup.s.worst_videos])
+    return files
+
+
+def _plot_front(ev: _Evaluation, files: Mapping[str, str]) -> list[str]:
+    """The NME / NMF front of the test videos; returns the test videos by per-frame NMF, worst first."""
     from pipelines.evaluate import plots
 
-    throughput = run.throughput() if run is not None else {}
-    extra: dict[str, Any] = {f"throughput.{k}": v for k, v in throughput.items()}
-    for f, p in tune_result.chosen.items():
+    root, scores = ev.setup.root, ev.scores
+    if scores.agg is None or ev.run is None:
+        plots.placeholder(
+            root / files["front_png"],
+            root / files["front_csv"],
+            ["method", "nme_io", "nmf", "nfe", "pareto"],
+            "no test videos",
+        )
+        return []
+    overall = scores.agg[OVERALL]["methods"]
+    plots.plot_front(
+        root / files["front_png"],
+        root / files["front_csv"],
+        {m: overall[m] for m in ev.subject.names if m in overall},
+        scores.pareto,
+        highlight=ev.subject.rwr,
+    )
+    per_frame = scores.test_rows[scores.test_rows["method"] == PER_FRAME]
+    return per_frame.sort_values(["nmf", "key"], ascending=[False, True])["key"].tolist()
+
+
+def _plot_flicker(ev: _Evaluation, files: Mapping[str, str], worst: list[str]) -> None:
+    """Per-frame jitter of per-frame inference and the primary RwR method on the worst test video."""
+    from pipelines.evaluate import plots
+
+    root, rwr = ev.setup.root, ev.subject.rwr
+    if not worst:
+        plots.placeholder(
+            root / files["flicker_png"], root / files["flicker_csv"], ["frame", "per_frame", "rwr"], "no test videos"
+        )
+        return
+    v, tr = _video_by_key(ev)[worst[0]], ev.scores.tracks[worst[0]]
+    plots.plot_flicker(
+        root / files["flicker_png"],
+        root / files["flicker_csv"],
+        worst[0],
+        frame_jitter(tr[PER_FRAME], v.gt),
+        frame_jitter(tr[rwr], v.gt),
+        rwr,
+    )
+
+
+def _plot_ced(ev: _Evaluation, files: Mapping[str, str]) -> None:
+    """The cumulative error distribution of every still test split."""
+    from pipelines.evaluate import plots
+
+    root, ced = ev.setup.root, ev.stills.ced
+    if ced:
+        plots.plot_ced(root / files["ced_png"], root / files["ced_csv"], ced)
+    else:
+        plots.placeholder(root / files["ced_png"], root / files["ced_csv"], ["nme", "fraction"], "no still test split")
+
+
+def _write_overlays(ev: _Evaluation, files: dict[str, str], keys: list[str]) -> None:
+    """Overlay videos (ground truth, per-frame, primary RwR) of the test videos ``keys``; adds them to ``files``."""
+    from ldeq_shared.video_io import read_frames
+    from pipelines.evaluate import plots
+
+    root, rwr, by_key = ev.setup.root, ev.subject.rwr, _video_by_key(ev)
+    for key in keys:
+        v = by_key[key]
+        path = root / OVERLAY_DIR / f"{_safe_name(key)}.mp4"
+        plots.write_overlay(
+            path,
+            read_frames(Path(v.ref.root) / "videos" / f"{v.ref.video_id}.mp4"),
+            v.gt,
+            ev.scores.tracks[key][PER_FRAME],
+            ev.scores.tracks[key][rwr],
+            ("per-frame", rwr),
+            v.fps,
+            ev.setup.s.overlay_max_height,
+        )
+        files[f"overlay:{key}"] = str(path.relative_to(root))
+
+
+def _video_by_key(ev: _Evaluation) -> dict[str, VideoResult]:
+    """The run's videos by key (empty without videos)."""
+    return {v.ref.key: v for v in ev.run.videos} if ev.run is not None else {}
+
+
+# ------------------------------------------------------------------------------------------- metrics and files
+def _metrics(ev: _Evaluation) -> dict[str, Any]:
+    """The flat ``metrics/eval.json`` mapping: video, still and comparison metrics, throughput, filters, info."""
+    run, videos, tuning, model_info = ev.run, ev.videos, ev.tuning, ev.subject.info
+    extra: dict[str, Any] = {f"throughput.{k}": v for k, v in ev.throughput().items()}
+    for f, p in tuning.result.chosen.items():
         extra.update({f"filters.{f}.{k}": v for k, v in p.items()})
-    for base, res in tuned_by_base.items():
+    for base, res in tuning.by_base.items():
         if base != PER_FRAME:
             for f, p in res.chosen.items():
                 extra.update({f"filters.{base}+{f}.{k}": v for k, v in p.items()})
     extra.update(
         {
-            "tuning.videos": len(tune_keys),
-            "test.videos": len(test_keys),
-            "info.rwr_method": rwr,
-            "info.best_filter": best_filter or "",
+            "tuning.videos": len(videos.tune_keys),
+            "test.videos": len(videos.test_keys),
+            "info.rwr_method": ev.subject.rwr,
+            "info.best_filter": tuning.best_filter or "",
             "info.mode": run.mode if run is not None else "none",
-            "info.device": run.device if run is not None else str(device),
+            "info.device": run.device if run is not None else str(ev.subject.device),
             "info.inference": run.extra.get("inference", "") if run is not None else "",
             "info.model": model_info.get("path") or f"{model_info.get('name')}@{model_info.get('alias')}",
         }
     )
-    metrics = flat_metrics(video_agg, still_agg, comparisons, pareto, extra)
+    return flat_metrics(ev.scores.agg, ev.stills.agg, ev.scores.comparisons, ev.scores.pareto, extra)
+
+
+def _write_tables(ev: _Evaluation, metrics: Mapping[str, Any], files: dict[str, str]) -> None:
+    """Write ``metrics/eval.json``, ``per_video.parquet`` (with videos) and ``tuning.csv``; add them to ``files``."""
+    from pipelines.evaluate import plots
+
+    root, out_dir = ev.setup.root, ev.setup.out_dir
     _write_json(root / METRICS_FILE, metrics)
     files["metrics"] = METRICS_FILE
-
-    if not per_video.empty:
-        _write_parquet(per_video, out_dir / "per_video.parquet")
+    if not ev.scores.per_video.empty:
+        _write_parquet(ev.scores.per_video, out_dir / "per_video.parquet")
         files["per_video"] = f"{OUT_DIR}/per_video.parquet"
     plots.write_csv(
         out_dir / "tuning.csv",
@@ -514,50 +664,95 @@ def run_evaluate(
                 f"{r['objective']:.6g}",
                 int(r["chosen"]),
             ]
-            for r in tune_result.scores
+            for r in ev.tuning.result.scores
         ],
     )
     files["tuning"] = f"{OUT_DIR}/tuning.csv"
-    uri = s.mlflow_uri if s.mlflow_uri is not None else typed.train.mlflow_uri
-    mlflow_run = _start_mlflow_run(uri, s, typed.train, root, model_info) if uri else None
+
+
+def _summary(ev: _Evaluation, mlflow_run_id: str | None) -> dict[str, Any]:
+    """The ``summary.json`` content (settings, model, tune / test ids, chosen filters, Pareto set, conventions)."""
+    run, tuning, s = ev.run, ev.tuning, ev.setup.s
+    return {
+        "conventions": VIDEO_METRICS,
+        "methods": {m.name: m.label for m in ev.subject.methods},
+        "rwr_method": ev.subject.rwr,
+        "best_filter": tuning.best_filter,
+        "pareto": ev.scores.pareto,
+        "filters": {
+            "chosen": tuning.result.chosen,
+            "chosen_by_base": tuning.chosen_by_base,
+            "tuned": tuning.result.tuned,
+            "objective": s.tuning.objective,
+            "tuning_unfiltered": tuning.result.base,
+            "ids_used": tuning.result.ids_used,
+        },
+        "videos": {"tune": sorted(ev.videos.tune_keys), "test": sorted(ev.videos.test_keys)},
+        "still_splits": list(ev.stills.agg),
+        "model": ev.subject.info,
+        "run": {"mode": run.mode, "workers": run.workers, "device": run.device, **run.extra} if run else None,
+        "throughput": ev.throughput(),
+        "mlflow_run_id": mlflow_run_id,
+        "wall_s": time.perf_counter() - ev.setup.t_start,
+    }
+
+
+def _write_summary_and_log(ev: _Evaluation, metrics: Mapping[str, Any], files: dict[str, str]) -> dict[str, Any]:
+    """Write ``summary.json`` and ``report.md``, and log the run to MLflow when a tracking URI is configured."""
+    setup, subject = ev.setup, ev.subject
+    s, out_dir = setup.s, setup.out_dir
+    uri = s.mlflow_uri if s.mlflow_uri is not None else setup.params.train.mlflow_uri
+    mlflow_run = _start_mlflow_run(uri, s, setup.params.train, setup.root, subject.info) if uri else None
     try:
-        summary = {
-            "conventions": VIDEO_METRICS,
-            "methods": {m.name: m.label for m in methods},
-            "rwr_method": rwr,
-            "best_filter": best_filter,
-            "pareto": pareto,
-            "filters": {
-                "chosen": tune_result.chosen,
-                "chosen_by_base": {b: r.chosen for b, r in tuned_by_base.items()},
-                "tuned": tune_result.tuned,
-                "objective": s.tuning.objective,
-                "tuning_unfiltered": tune_result.base,
-                "ids_used": tune_result.ids_used,
-            },
-            "videos": {"tune": sorted(tune_keys), "test": sorted(test_keys)},
-            "still_splits": list(still_agg),
-            "model": model_info,
-            "run": {"mode": run.mode, "workers": run.workers, "device": run.device, **run.extra} if run else None,
-            "throughput": throughput,
-            "mlflow_run_id": mlflow_run[1] if mlflow_run else None,
-            "wall_s": time.perf_counter() - t_start,
-        }
+        summary = _summary(ev, mlflow_run[1] if mlflow_run else None)
         _write_json(out_dir / "summary.json", _jsonable(summary))
         files["summary"] = f"{OUT_DIR}/summary.json"
-        if video_agg is not None:
-            write_text_atomic(
-                out_dir / "report.md", _report_md(video_agg, names, pareto, comparisons, still_agg, rwr, best_filter)
+        if ev.scores.agg is not None:
+            report = _report_md(
+                ev.scores.agg,
+                subject.names,
+                ev.scores.pareto,
+                ev.scores.comparisons,
+                ev.stills.agg,
+                subject.rwr,
+                ev.tuning.best_filter,
             )
+            write_text_atomic(out_dir / "report.md", report)
             files["report"] = f"{OUT_DIR}/report.md"
         summary["files"] = files
         if mlflow_run:
-            _log_mlflow(*mlflow_run, s, root, metrics, summary, files)
+            _log_mlflow(*mlflow_run, s, setup.root, metrics, summary, files)
     except BaseException:
         if mlflow_run:
             mlflow_run[0].set_terminated(mlflow_run[1], "FAILED")
         raise
-    say(f"evaluate: wrote {METRICS_FILE} ({len(metrics)} values) in {time.perf_counter() - t_start:.1f} s")
+    return summary
+
+
+# -------------------------------------------------------------------------------------------------- stage
+def run_evaluate(
+    params: Params | Mapping[str, Any],
+    root: PathLike = ".",
+    *,
+    checkpoint: PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the evaluate stage with ``params`` (a :class:`Params`, or a mapping parsed by it); paths relative to
+    ``root``. Returns ``{"metrics": flat metrics, "summary": summary.json content, "files"}``."""
+    setup = _setup(params, root, progress)
+    subject = _load_subject(setup, checkpoint)
+    videos = _load_videos(setup, subject.model.cfg.n_landmarks)
+    run = _run_trackers(setup, subject, videos)
+    tuning = _tune_on_tuning_videos(setup.s, subject.methods, run, videos.tune_keys)
+    scores = _score_videos(run, subject, tuning, videos.roles)
+    stills = _score_stills(setup, subject)
+    ev = _Evaluation(setup, subject, videos, run, tuning, scores, stills)
+    setup.out_dir.mkdir(parents=True, exist_ok=True)
+    files = _write_figures(ev)
+    metrics = _metrics(ev)
+    _write_tables(ev, metrics, files)
+    summary = _write_summary_and_log(ev, metrics, files)
+    setup.say(f"evaluate: wrote {METRICS_FILE} ({len(metrics)} values) in {time.perf_counter() - setup.t_start:.1f} s")
     return {"metrics": metrics, "summary": summary, "files": files}
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ldeq_core.defaults import JPEG_QUALITY
 from ldeq_core.fileio import write_bytes_atomic, write_text_atomic
 from ldeq_shared.errors import BadItem, DataError
 
 N_POINTS = 98
 CROP_SIZE = 256
-JPEG_QUALITY = 95
 WFLW_SPLITS = (
     "test",
     "test_largepose",
