@@ -9,6 +9,11 @@ torch/python RNG states, best NME, history; plain tensors and builtins, loadable
 ``best.pt`` (the best model so far, in our checkpoint format). Returns (rank 0) a summary dict: ``history``,
 ``best_epoch``, ``best_val_nme``, ``start_epoch``, ``world_size``, ``worker_node_ids`` (the Ray node id of each
 rank, gathered once) and ``mlflow_run_id``.
+
+``train_loop_per_worker`` is a short sequence of named steps over two small dataclasses (``_Worker``: settings,
+rank, device; ``_Training``: model, optimiser, schedule, history, best epoch): start the worker, build the model,
+wrap it and build its optimiser, resume from a checkpoint, open the data, then per epoch train + validate, record,
+log and report (with a checkpoint), and finish.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +51,9 @@ from pipelines.train.objectives import (
     reachable_targets,
 )
 from pipelines.train.reporting import epoch_line, flatten, quiet_ray_train_worker_logs
+
+if TYPE_CHECKING:
+    from pipelines.train.tracking import RunLogger
 
 STATE_FILE = "state.pt"
 Batch = tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]  # (N, S, S, 3) uint8 images, (N, L, 2)
@@ -107,6 +116,7 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states saved by :func:`_rng_state`."""
     torch.set_rng_state(state["torch"])
     version, py_state, gauss = state["python"]
     random.setstate((version, tuple(py_state), gauss))
@@ -199,46 +209,92 @@ def train_one_epoch(
     mcfg = cfg.model_config()
     model.train()
     budget_rng = random.Random(cfg.seed * 1_000_003 + epoch)  # identical on every rank
-    losses, nfes, images, t0 = [], [], 0, time.perf_counter()
-    first_batch_s, wait_s, compute_s = 0.0, 0.0, 0.0
-    waited_from = t0
+    losses: list[torch.Tensor] = []
+    nfes: list[torch.Tensor] = []
+    images, clock = 0, _EpochClock()
     for step in itertools.count():
-        if steps is not None and step == steps:
+        batch = _next_batch(batches, step, steps, epoch)
+        if batch is None:
             break
-        try:
-            imgs, lms = next(batches)
-        except StopIteration:
-            if steps is not None:
-                raise RuntimeError(f"epoch {epoch + 1}: the batches ended after {step} of {steps} steps") from None
-            break
-        got = time.perf_counter()
-        wait_s += got - waited_from
+        imgs, lms = batch
+        got = clock.got_batch(first=step == 0)
         if step == 0:
-            first_batch_s = got - t0  # streamed: the iterator's start-up + the first decode/augment
             faults.maybe_fail(epoch, rank, world)  # tests only; a no-op unless a test armed it
         x, target = to_tensors(imgs, lms, device, channels_last=cfg.channels_last)
-        budget = cfg.effective_train_nfe
-        if cfg.stochastic_budget:
-            budget = budget_rng.randint(1, budget)
+        budget = _step_budget(cfg, budget_rng)
         loss, nfe = _train_step(model, optimizer, scheduler, x, target, cfg, mcfg.heatmap_size, budget, device)
         losses.append(loss)
         nfes.append(nfe)
         images += len(imgs)
-        waited_from = time.perf_counter()
-        compute_s += waited_from - got  # issuing the step (the solver's stopping checks synchronise within it)
+        clock.step_issued(got)
+    return _epoch_totals(losses, nfes, images, clock)
+
+
+@dataclass
+class _EpochClock:
+    """Where the host's time goes in one epoch: waiting for batches vs issuing the training steps."""
+
+    t0: float = field(default_factory=time.perf_counter)
+    first_batch_s: float = 0.0
+    data_wait_s: float = 0.0
+    compute_s: float = 0.0
+    waited_from: float = math.nan  # when this thread last started waiting for a batch (t0 at first)
+
+    def __post_init__(self) -> None:
+        """Start waiting for the first batch at ``t0``."""
+        self.waited_from = self.t0
+
+    def got_batch(self, *, first: bool) -> float:
+        """A batch arrived: count the wait for it; returns the arrival time."""
+        got = time.perf_counter()
+        self.data_wait_s += got - self.waited_from
+        if first:
+            self.first_batch_s = got - self.t0  # streamed: the iterator's start-up + the first decode/augment
+        return got
+
+    def step_issued(self, got: float) -> None:
+        """The step of the batch that arrived at ``got`` is issued (the solver's stopping checks synchronise)."""
+        self.waited_from = time.perf_counter()
+        self.compute_s += self.waited_from - got
+
+
+def _next_batch(batches: Iterator[Batch], step: int, steps: int | None, epoch: int) -> Batch | None:
+    """The batch of ``step``, or None once ``steps`` are done or (``steps`` None) the batches have ended."""
+    if steps is not None and step == steps:
+        return None
+    try:
+        return next(batches)
+    except StopIteration:
+        if steps is not None:
+            raise RuntimeError(f"epoch {epoch + 1}: the batches ended after {step} of {steps} steps") from None
+        return None
+
+
+def _step_budget(cfg: TrainConfig, budget_rng: random.Random) -> int:
+    """The forward NFE budget of one training step (drawn from 1..budget with ``stochastic_budget``)."""
+    budget = cfg.effective_train_nfe
+    if cfg.stochastic_budget:
+        budget = budget_rng.randint(1, budget)
+    return budget
+
+
+def _epoch_totals(
+    losses: list[torch.Tensor], nfes: list[torch.Tensor], images: int, clock: _EpochClock
+) -> dict[str, float]:
+    """Read the epoch's loss and NFE sums off the device (waits for the last step) and add the timings."""
     t_sync = time.perf_counter()
     loss_sum = float(torch.stack(losses).sum()) if losses else 0.0  # waits for the last step
     nfe_sum = float(torch.stack(nfes).sum()) if nfes else 0.0
-    compute_s += time.perf_counter() - t_sync
+    clock.compute_s += time.perf_counter() - t_sync
     return {
         "loss_sum": loss_sum,
         "steps": len(losses),
         "nfe_sum": nfe_sum,
         "images": images,
-        "seconds": time.perf_counter() - t0,
-        "first_batch_s": first_batch_s,
-        "data_wait_s": wait_s,
-        "compute_s": compute_s,
+        "seconds": time.perf_counter() - clock.t0,
+        "first_batch_s": clock.first_batch_s,
+        "data_wait_s": clock.data_wait_s,
+        "compute_s": clock.compute_s,
     }
 
 
@@ -385,13 +441,79 @@ def _save_state(
     )
 
 
+@dataclass
+class _Worker:
+    """This worker's fixed context: the settings, its place in the worker group and its device."""
+
+    cfg: TrainConfig
+    steps_per_epoch: int
+    rank: int
+    world: int
+    device: torch.device
+    mlflow_run_id: str | None
+
+
+@dataclass
+class _Saved:
+    """A checkpoint to resume from: the contents of ``state.pt`` and (rank 0 only) the best weights so far."""
+
+    state: dict[str, Any]
+    best_state: dict[str, torch.Tensor] | None
+
+
+@dataclass
+class _Training:
+    """The model in training and what changes as it trains: optimiser, schedule, history, best epoch."""
+
+    model: torch.nn.Module  # what the training steps call (DDP-wrapped with more than one rank)
+    raw: LandmarkDEQ  # the unwrapped model: validation and checkpoints
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupCosine
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    node_ids: list[str]  # the Ray node id of each rank
+    best_state: dict[str, torch.Tensor] | None  # rank 0: a CPU copy of the best weights so far (None: none yet)
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"val_nme": math.inf, "epoch": 0})
+    start_epoch: int = 0
+
+
+@dataclass
+class _Data:
+    """This worker's data: the train and val shards, the decode/augment pool and (worker cache) the batch stream."""
+
+    train_it: Any
+    val_it: Any
+    pool: DataPool
+    pin: bool  # batches as page-locked tensors: the copy to the GPU does not block this thread
+    stream: Iterator[Batch] | None  # the cached batches of all remaining epochs; None: streamed epoch by epoch
+    cache_info: dict[str, float]  # rows, MiB and read seconds of the worker cache; empty when streamed
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train entry point (see the module docstring for ``config``)."""
+    w = _start_worker(config)
+    raw, saved = _build_model(w)
+    t = _build_training(w, raw, saved)
+    if saved is not None:
+        _resume(t, saved)
+    logger = _start_mlflow(w, t)
+    with contextlib.ExitStack() as stack:  # closes the data pool and the cached batch stream
+        data = _open_data(w, t.start_epoch, stack)
+        for epoch in range(t.start_epoch, w.cfg.epochs):
+            row = _run_epoch(w, t, data, epoch)
+            _record_epoch(w, t, row)
+            _log_epoch(w, t, row, logger)
+            _report_epoch(w, t, row)
+    return _finish(w, t, data, logger)
+
+
+def _start_worker(config: dict[str, Any]) -> _Worker:
+    """Read the loop config, arm the test fault plan, pick the device and seed the RNGs."""
     import ray.train
     import ray.train.torch
 
     cfg = TrainConfig.from_dict(config["train"])
-    if not config.get("verbose"):  # the console gets one line per epoch from rank 0 (below)
+    if not config.get("verbose"):  # the console gets one line per epoch from rank 0 (_log_epoch)
         quiet_ray_train_worker_logs()
     steps_per_epoch = int(config["steps_per_epoch"])
     faults.arm(config.get(faults.CONFIG_KEY))
@@ -402,151 +524,237 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     random.seed(cfg.seed + rank)
+    return _Worker(cfg, steps_per_epoch, rank, world, device, config.get("mlflow_run_id"))
 
-    raw = LandmarkDEQ(cfg.model_config())
-    state: dict[str, Any] | None = None
-    best_state: dict[str, torch.Tensor] | None = None
+
+def _build_model(w: _Worker) -> tuple[LandmarkDEQ, _Saved | None]:
+    """The model with its seeded initial weights, or the checkpoint's weights when Ray Train resumes the run."""
+    raw = LandmarkDEQ(w.cfg.model_config())
+    saved = _read_checkpoint(w.rank)
+    if saved is not None:
+        raw.load_state_dict(saved.state["model"])
+    return raw, saved
+
+
+def _read_checkpoint(rank: int) -> _Saved | None:
+    """The checkpoint Ray Train restores this run from (rank 0 also reads the best weights), or None."""
+    import ray.train
+
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-            if rank == 0:
-                best_state = load_checkpoint(Path(folder) / BEST_FILE).model.state_dict()
-        raw.load_state_dict(state["model"])
-    if cfg.channels_last:
+    if checkpoint is None:
+        return None
+    best_state = None
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        if rank == 0:
+            best_state = load_checkpoint(Path(folder) / BEST_FILE).model.state_dict()
+    return _Saved(state, best_state)
+
+
+def _build_training(w: _Worker, raw: LandmarkDEQ, saved: _Saved | None) -> _Training:
+    """Wrap the model for DDP and build its optimiser and learning-rate schedule."""
+    model, raw, node_ids = _prepare_model(w, raw)
+    optimizer = torch.optim.AdamW(parameter_groups(raw, w.cfg.weight_decay), lr=w.cfg.lr)
+    total_steps = w.steps_per_epoch * w.cfg.epochs
+    warmup_steps = round(w.cfg.warmup_epochs * w.steps_per_epoch)
+    schedule = WarmupCosine(warmup_steps, total_steps, w.cfg.min_lr_ratio, w.cfg.cosine)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    best_state = saved.best_state if saved is not None else None
+    return _Training(model, raw, optimizer, schedule, scheduler, node_ids, best_state)
+
+
+def _prepare_model(w: _Worker, raw: LandmarkDEQ) -> tuple[torch.nn.Module, LandmarkDEQ, list[str]]:
+    """(the model for training steps, the unwrapped model, each rank's Ray node id): memory format, compile, DDP."""
+    import ray
+    import ray.train.torch
+
+    if w.cfg.channels_last:
         raw = raw.to(memory_format=torch.channels_last)
-    if cfg.compile:
-        compile_cell(raw, cfg)
+    if w.cfg.compile:
+        compile_cell(raw, w.cfg)
     model = ray.train.torch.prepare_model(raw)
-    set_grad_allreduce(model, cfg.grad_allreduce)
+    set_grad_allreduce(model, w.cfg.grad_allreduce)
     raw = model.module if hasattr(model, "module") else model
     node_ids = [str(n) for n in _gather(ray.get_runtime_context().get_node_id())]  # placement, one per rank
+    return model, raw, node_ids
 
-    optimizer = torch.optim.AdamW(parameter_groups(raw, cfg.weight_decay), lr=cfg.lr)
-    total_steps = steps_per_epoch * cfg.epochs
-    schedule = WarmupCosine(round(cfg.warmup_epochs * steps_per_epoch), total_steps, cfg.min_lr_ratio, cfg.cosine)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"val_nme": math.inf, "epoch": 0}
-    start_epoch = 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        # the schedule object is rebuilt from this config (a resumed run may have new epochs); keep its step count
-        sched_state = dict(state["scheduler"])
-        sched_state["lr_lambdas"] = [None] * len(optimizer.param_groups)
-        scheduler.load_state_dict(sched_state)
-        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-            group["lr"] = base * schedule(scheduler.last_epoch)
-        _set_rng_state(state["rng"])
-        history, best, start_epoch = list(state["history"]), dict(state["best"]), int(state["epochs_done"])
 
-    logger = None
-    if rank == 0 and config.get("mlflow_run_id"):
-        from pipelines.train.tracking import RunLogger
+def _resume(t: _Training, saved: _Saved) -> None:
+    """Restore the optimiser, the schedule's step count, the RNG states, the history and the best epoch."""
+    state = saved.state
+    t.optimizer.load_state_dict(state["optimizer"])
+    # the schedule object is rebuilt from this config (a resumed run may have new epochs); keep its step count
+    sched_state = dict(state["scheduler"])
+    sched_state["lr_lambdas"] = [None] * len(t.optimizer.param_groups)
+    t.scheduler.load_state_dict(sched_state)
+    for group, base in zip(t.optimizer.param_groups, t.scheduler.base_lrs, strict=True):
+        group["lr"] = base * t.schedule(t.scheduler.last_epoch)
+    _set_rng_state(state["rng"])
+    t.history, t.best, t.start_epoch = list(state["history"]), dict(state["best"]), int(state["epochs_done"])
 
-        logger = RunLogger(cfg.mlflow_uri, config["mlflow_run_id"])
-        params = flatten({"train": {k: v for k, v in cfg.to_dict().items() if k != "model"}})
-        params.update(flatten({"model": cfg.model_config().to_dict()}))
-        params.update({"model.preset": cfg.model.preset, "world_size": world, "steps_per_epoch": steps_per_epoch})
-        logger.log_params(params)
-        if start_epoch:
-            logger.set_tags({"ldeq.resumed_from_epoch": start_epoch})
 
+def _start_mlflow(w: _Worker, t: _Training) -> RunLogger | None:
+    """Rank 0 with an MLflow run: a logger for it, with the run's parameters (and resume epoch) logged."""
+    if w.rank != 0 or not w.mlflow_run_id:
+        return None
+    from pipelines.train.tracking import RunLogger
+
+    cfg = w.cfg
+    logger = RunLogger(cfg.mlflow_uri, w.mlflow_run_id)
+    params = flatten({"train": {k: v for k, v in cfg.to_dict().items() if k != "model"}})
+    params.update(flatten({"model": cfg.model_config().to_dict()}))
+    params.update({"model.preset": cfg.model.preset, "world_size": w.world, "steps_per_epoch": w.steps_per_epoch})
+    logger.log_params(params)
+    if t.start_epoch:
+        logger.set_tags({"ldeq.resumed_from_epoch": t.start_epoch})
+    return logger
+
+
+def _open_data(w: _Worker, start_epoch: int, stack: contextlib.ExitStack) -> _Data:
+    """The train and val shards and a data pool; with the worker cache, the train split read into memory and its
+    batch stream of all remaining epochs (the pool and the stream's :class:`Prefetcher` are entered on ``stack``)."""
+    import ray.train
+
+    cfg = w.cfg
     train_it = ray.train.get_dataset_shard("train")
     val_it = ray.train.get_dataset_shard("val")
-    cache_info: dict[str, float] = {}
-    pin = device.type == "cuda"  # batches as page-locked tensors: the copy to the GPU does not block this thread
+    pin = w.device.type == "cuda"
     # decode + augment threads of this worker; with the cache, one prefetch thread runs through all epochs
-    with DataPool(cfg.effective_data_threads) as pool, contextlib.ExitStack() as stack:
-        stream = None
-        if cfg.worker_cache:
-            t_read = time.perf_counter()
-            cache = read_cache(train_it, cfg, rank)
-            if cache.steps_per_epoch(world, cfg.batch_size) != steps_per_epoch:
-                raise RuntimeError(
-                    f"the cached train split gives {cache.steps_per_epoch(world, cfg.batch_size)} steps per epoch, "
-                    f"the run was planned with {steps_per_epoch} (did the shards change?)"
-                )
-            cache_info = {"rows": len(cache), "mib": cache.nbytes / MIB, "read_s": time.perf_counter() - t_read}
-            epochs = range(start_epoch, cfg.epochs)
-            stream = stack.enter_context(
-                Prefetcher(cached_batches(cache, cfg, epochs, rank, world, pool, pin=pin), cfg.prefetch_batches)
-            )
-        for epoch in range(start_epoch, cfg.epochs):
-            lr = optimizer.param_groups[0]["lr"]
-            # Ranks leave the previous epoch at different times (rank 0 writes the checkpoint, validation shares
-            # differ); without this the early ranks would wait inside their first all-reduce and that wait would be
-            # counted as training time. It is reported separately as epoch_sync_s.
-            sync_s = _barrier()
-            if stream is not None:
-                mine = train_one_epoch(
-                    model, optimizer, scheduler, stream, cfg, epoch, rank, world, device, steps=steps_per_epoch
-                )
-            else:
-                streamed = streamed_batches(train_it, cfg, epoch, rank, pool, pin=pin)
-                with Prefetcher(streamed, cfg.prefetch_batches) as ready:
-                    mine = train_one_epoch(model, optimizer, scheduler, ready, cfg, epoch, rank, world, device)
-            tr = _gather({**mine, "sync_s": sync_s})
-            steps = sum(t["steps"] for t in tr)
-            _sync_buffers(raw)
-            val = summarise_validation(_gather(validate(raw, val_it, cfg, rank, world, device, pool)), cfg.nme_norm)
-            seconds = max(t["seconds"] for t in tr)
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": sum(t["loss_sum"] for t in tr) / max(1, steps),
-                "train_nfe_mean": sum(t["nfe_sum"] for t in tr) / max(1, steps),
-                "lr": lr,
-                "images_per_s": sum(t["images"] for t in tr) / max(seconds, 1e-9),
-                "epoch_train_s": seconds,
-                # where an epoch's training time goes (slowest rank): what limits multi-GPU scaling on small sets
-                "epoch_first_batch_s": max(t["first_batch_s"] for t in tr),
-                "epoch_data_wait_s": max(t["data_wait_s"] for t in tr),
-                "epoch_compute_s": max(t["compute_s"] for t in tr),
-                # waiting for the other ranks before the epoch (checkpoint writing, unequal validation shares)
-                "epoch_sync_s": max(t["sync_s"] for t in tr),
-                **val,
-            }
-            history.append(row)
-            if row["val_nme"] < best["val_nme"]:
-                best = {"val_nme": row["val_nme"], "epoch": epoch + 1}
-                best.update(val_fr=row["val_fr"], val_auc=row["val_auc"])
-                if rank == 0:
-                    best_state = {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
-            if logger is not None:
-                logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            if rank == 0:  # the process's own stdout: Ray Train's print patch would also copy it to a logger
-                print(epoch_line(row, cfg.epochs, best["val_nme"], best["epoch"]), file=sys.__stdout__, flush=True)
-            last = epoch + 1 == cfg.epochs
-            ckpt = None
-            if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-                folder = Path(tempfile.mkdtemp(prefix="ldeq-checkpoint-"))  # Ray deletes it once uploaded
-                _save_state(folder, raw, best_state, optimizer, scheduler, epoch + 1, best, history, cfg)
-                ckpt = ray.train.Checkpoint.from_directory(folder)
-            # The report is a barrier across ranks; with an asynchronous upload rank 0 copies the checkpoint to the
-            # run storage in a background thread instead of holding the other ranks up at the next all-reduce
-            # (BENCHMARKS.md 14). The last upload finishes before the run ends.
-            mode = ray.train.CheckpointUploadMode.ASYNC if cfg.async_checkpoint else ray.train.CheckpointUploadMode.SYNC
-            ray.train.report(
-                {**row, "best_val_nme": best["val_nme"]},
-                checkpoint=ckpt,
-                checkpoint_upload_mode=mode,
-                delete_local_checkpoint_after_upload=ckpt is not None,
-            )
+    pool = stack.enter_context(DataPool(cfg.effective_data_threads))
+    if not cfg.worker_cache:
+        return _Data(train_it, val_it, pool, pin, None, {})
+    t_read = time.perf_counter()
+    cache = read_cache(train_it, cfg, w.rank)
+    if cache.steps_per_epoch(w.world, cfg.batch_size) != w.steps_per_epoch:
+        raise RuntimeError(
+            f"the cached train split gives {cache.steps_per_epoch(w.world, cfg.batch_size)} steps per epoch, "
+            f"the run was planned with {w.steps_per_epoch} (did the shards change?)"
+        )
+    cache_info = {"rows": len(cache), "mib": cache.nbytes / MIB, "read_s": time.perf_counter() - t_read}
+    epochs = range(start_epoch, cfg.epochs)
+    stream = stack.enter_context(
+        Prefetcher(cached_batches(cache, cfg, epochs, w.rank, w.world, pool, pin=pin), cfg.prefetch_batches)
+    )
+    return _Data(train_it, val_it, pool, pin, stream, cache_info)
 
-    summary = {
-        "history": history,
-        "best_epoch": int(best["epoch"]),
-        "best_val_nme": float(best["val_nme"]),
-        "start_epoch": start_epoch,
-        "world_size": world,
-        "worker_node_ids": node_ids,
-        "mlflow_run_id": config.get("mlflow_run_id"),
-        "worker_cache": cache_info,  # rows, MiB and read seconds of rank 0's cache; empty when streamed
+
+def _run_epoch(w: _Worker, t: _Training, data: _Data, epoch: int) -> dict[str, float]:
+    """Train and validate one epoch; returns its metrics row (the same on every rank)."""
+    lr = t.optimizer.param_groups[0]["lr"]
+    tr = _train_epoch(w, t, data, epoch)
+    val = _validate_epoch(w, t, data)
+    return _epoch_row(epoch, lr, tr, val)
+
+
+def _train_epoch(w: _Worker, t: _Training, data: _Data, epoch: int) -> list[dict[str, float]]:
+    """Every rank's training sums and timings of one epoch (after a barrier, reported as ``sync_s``)."""
+    # Ranks leave the previous epoch at different times (rank 0 writes the checkpoint, validation shares
+    # differ); without this the early ranks would wait inside their first all-reduce and that wait would be
+    # counted as training time. It is reported separately as epoch_sync_s.
+    sync_s = _barrier()
+    model, optimizer, scheduler, cfg = t.model, t.optimizer, t.scheduler, w.cfg
+    if data.stream is not None:
+        mine = train_one_epoch(
+            model, optimizer, scheduler, data.stream, cfg, epoch, w.rank, w.world, w.device, steps=w.steps_per_epoch
+        )
+    else:
+        streamed = streamed_batches(data.train_it, cfg, epoch, w.rank, data.pool, pin=data.pin)
+        with Prefetcher(streamed, cfg.prefetch_batches) as ready:
+            mine = train_one_epoch(model, optimizer, scheduler, ready, cfg, epoch, w.rank, w.world, w.device)
+    return _gather({**mine, "sync_s": sync_s})
+
+
+def _validate_epoch(w: _Worker, t: _Training, data: _Data) -> dict[str, float]:
+    """Validation metrics over all ranks' shares of the val split, with rank 0's BN statistics."""
+    _sync_buffers(t.raw)
+    part = validate(t.raw, data.val_it, w.cfg, w.rank, w.world, w.device, data.pool)
+    return summarise_validation(_gather(part), w.cfg.nme_norm)
+
+
+def _epoch_row(epoch: int, lr: float, tr: list[dict[str, float]], val: dict[str, float]) -> dict[str, float]:
+    """One epoch's metrics row from every rank's training sums and timings and the validation metrics."""
+    steps = sum(t["steps"] for t in tr)
+    seconds = max(t["seconds"] for t in tr)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": sum(t["loss_sum"] for t in tr) / max(1, steps),
+        "train_nfe_mean": sum(t["nfe_sum"] for t in tr) / max(1, steps),
+        "lr": lr,
+        "images_per_s": sum(t["images"] for t in tr) / max(seconds, 1e-9),
+        "epoch_train_s": seconds,
+        # where an epoch's training time goes (slowest rank): what limits multi-GPU scaling on small sets
+        "epoch_first_batch_s": max(t["first_batch_s"] for t in tr),
+        "epoch_data_wait_s": max(t["data_wait_s"] for t in tr),
+        "epoch_compute_s": max(t["compute_s"] for t in tr),
+        # waiting for the other ranks before the epoch (checkpoint writing, unequal validation shares)
+        "epoch_sync_s": max(t["sync_s"] for t in tr),
+        **val,
     }
-    if rank != 0:
+
+
+def _record_epoch(w: _Worker, t: _Training, row: dict[str, float]) -> None:
+    """Append the row to the history and keep the best epoch (rank 0: a CPU copy of its weights)."""
+    t.history.append(row)
+    if row["val_nme"] < t.best["val_nme"]:
+        t.best = {"val_nme": row["val_nme"], "epoch": row["epoch"]}
+        t.best.update(val_fr=row["val_fr"], val_auc=row["val_auc"])
+        if w.rank == 0:
+            t.best_state = {k: v.detach().cpu().clone() for k, v in t.raw.state_dict().items()}
+
+
+def _log_epoch(w: _Worker, t: _Training, row: dict[str, float], logger: RunLogger | None) -> None:
+    """The row's metrics to MLflow and rank 0's line on the console."""
+    if logger is not None:
+        logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+    if w.rank == 0:  # the process's own stdout: Ray Train's print patch would also copy it to a logger
+        print(epoch_line(row, w.cfg.epochs, t.best["val_nme"], t.best["epoch"]), file=sys.__stdout__, flush=True)
+
+
+def _report_epoch(w: _Worker, t: _Training, row: dict[str, float]) -> None:
+    """``ray.train.report`` of the row on every rank, with rank 0's checkpoint when one is due."""
+    import ray.train
+
+    ckpt = _checkpoint(w, t, int(row["epoch"]))
+    # The report is a barrier across ranks; with an asynchronous upload rank 0 copies the checkpoint to the
+    # run storage in a background thread instead of holding the other ranks up at the next all-reduce
+    # (BENCHMARKS.md 14). The last upload finishes before the run ends.
+    mode = ray.train.CheckpointUploadMode.ASYNC if w.cfg.async_checkpoint else ray.train.CheckpointUploadMode.SYNC
+    ray.train.report(
+        {**row, "best_val_nme": t.best["val_nme"]},
+        checkpoint=ckpt,
+        checkpoint_upload_mode=mode,
+        delete_local_checkpoint_after_upload=ckpt is not None,
+    )
+
+
+def _checkpoint(w: _Worker, t: _Training, epochs_done: int) -> Any:
+    """Rank 0, every ``checkpoint_every`` epochs and at the last: a ``ray.train.Checkpoint`` of the state; else None."""
+    import ray.train
+
+    last = epochs_done == w.cfg.epochs
+    if w.rank != 0 or not (epochs_done % w.cfg.checkpoint_every == 0 or last):
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="ldeq-checkpoint-"))  # Ray deletes it once uploaded
+    _save_state(folder, t.raw, t.best_state, t.optimizer, t.scheduler, epochs_done, t.best, t.history, w.cfg)
+    return ray.train.Checkpoint.from_directory(folder)
+
+
+def _finish(w: _Worker, t: _Training, data: _Data, logger: RunLogger | None) -> dict[str, Any] | None:
+    """Rank 0: log the final artifacts to MLflow and return the run's summary; other ranks: None."""
+    summary = {
+        "history": t.history,
+        "best_epoch": int(t.best["epoch"]),
+        "best_val_nme": float(t.best["val_nme"]),
+        "start_epoch": t.start_epoch,
+        "world_size": w.world,
+        "worker_node_ids": t.node_ids,
+        "mlflow_run_id": w.mlflow_run_id,
+        "worker_cache": data.cache_info,  # rows, MiB and read seconds of rank 0's cache; empty when streamed
+    }
+    if w.rank != 0:
         return None
     if logger is not None:
-        _log_final_artifacts(logger, raw, best_state, best, history, cfg)
+        _log_final_artifacts(logger, t.raw, t.best_state, t.best, t.history, w.cfg)
     return summary
 
 

@@ -302,46 +302,18 @@ def _write_outputs(
     out: Path,
     register: bool,
 ) -> TrainingResult:
+    """Write the DVC outputs (best model, metrics, curves), register the model, and collect the result."""
     history = summary["history"]
-    model_path = out / "models" / "model.pt"
-    with checkpoint.as_directory() as folder, atomic_path(model_path) as tmp:
-        shutil.copyfile(Path(folder) / BEST_FILE, tmp)
+    model_path = _copy_best_model(checkpoint, out / "models" / "model.pt")
     best_row = next(r for r in history if r["epoch"] == summary["best_epoch"])
-    last = history[-1]
-    ips = [r["images_per_s"] for r in history[1:]] or [history[0]["images_per_s"]]  # epoch 1 includes warm-up
-    metrics = {
-        "best_epoch": summary["best_epoch"],
-        "val_nme": best_row["val_nme"],
-        "val_fr": best_row["val_fr"],
-        "val_auc": best_row["val_auc"],
-        "val_nfe_mean": best_row["val_nfe_mean"],
-        "epochs": len(history),
-        "train_images_per_s": sum(ips) / len(ips),
-        "world_size": summary["world_size"],
-        **({"worker_cache": summary["worker_cache"]} if summary.get("worker_cache") else {}),
-        # distinct Ray nodes the workers ran on; a run restored from its finished checkpoint started no workers
-        **_placement(summary.get("worker_node_ids")),
-        "final": {k: last[k] for k in ("train_loss", "val_loss", "val_nme", "val_fr", "val_auc")},
-    }
+    metrics = _train_metrics(summary, best_row)
     registered = None
     if register and run_id and cfg.registered_model and summary["start_epoch"] < cfg.epochs:
-        registered = register_checkpoint(
-            cfg.mlflow_uri,
-            cfg.registered_model,
-            run_id,
-            {
-                "val_nme": best_row["val_nme"],
-                "val_fr": best_row["val_fr"],
-                "val_auc": best_row["val_auc"],
-                "epoch": summary["best_epoch"],
-            },
-        )
+        registered = _register_best(cfg, run_id, summary, best_row)
         metrics["registered_version"] = registered["version"]
     metrics_path = out / "metrics" / "train.json"
     write_json(metrics_path, metrics)
-    csv_path, png_path = out / "plots" / "train_curves.csv", out / "plots" / "train_curves.png"
-    write_curves_csv(csv_path, history)
-    plot_curves(png_path, history, title=cfg.run_name)
+    csv_path, png_path = _write_curves(cfg, history, out / "plots")
     return TrainingResult(
         ray_run_name=name,
         mlflow_run_id=run_id,
@@ -357,3 +329,56 @@ def _write_outputs(
         registered=registered,
         metrics=metrics,
     )
+
+
+def _copy_best_model(checkpoint: Any, model_path: Path) -> Path:
+    """Copy the checkpoint's best model to ``model_path`` (atomically); returns ``model_path``."""
+    with checkpoint.as_directory() as folder, atomic_path(model_path) as tmp:
+        shutil.copyfile(Path(folder) / BEST_FILE, tmp)
+    return model_path
+
+
+def _train_metrics(summary: dict[str, Any], best_row: dict[str, float]) -> dict[str, Any]:
+    """``metrics/train.json``: the best epoch's validation metrics, throughput, placement and final metrics."""
+    history = summary["history"]
+    last = history[-1]
+    ips = [r["images_per_s"] for r in history[1:]] or [history[0]["images_per_s"]]  # epoch 1 includes warm-up
+    return {
+        "best_epoch": summary["best_epoch"],
+        "val_nme": best_row["val_nme"],
+        "val_fr": best_row["val_fr"],
+        "val_auc": best_row["val_auc"],
+        "val_nfe_mean": best_row["val_nfe_mean"],
+        "epochs": len(history),
+        "train_images_per_s": sum(ips) / len(ips),
+        "world_size": summary["world_size"],
+        **({"worker_cache": summary["worker_cache"]} if summary.get("worker_cache") else {}),
+        # distinct Ray nodes the workers ran on; a run restored from its finished checkpoint started no workers
+        **_placement(summary.get("worker_node_ids")),
+        "final": {k: last[k] for k in ("train_loss", "val_loss", "val_nme", "val_fr", "val_auc")},
+    }
+
+
+def _register_best(
+    cfg: TrainConfig, run_id: str, summary: dict[str, Any], best_row: dict[str, float]
+) -> dict[str, Any]:
+    """Register the MLflow run's best model as a new version of ``cfg.registered_model``."""
+    return register_checkpoint(
+        cfg.mlflow_uri,
+        cfg.registered_model,
+        run_id,
+        {
+            "val_nme": best_row["val_nme"],
+            "val_fr": best_row["val_fr"],
+            "val_auc": best_row["val_auc"],
+            "epoch": summary["best_epoch"],
+        },
+    )
+
+
+def _write_curves(cfg: TrainConfig, history: list[dict[str, float]], plots: Path) -> tuple[Path, Path]:
+    """The per-epoch curves as ``train_curves.csv`` and ``.png`` under ``plots``; returns both paths."""
+    csv_path, png_path = plots / "train_curves.csv", plots / "train_curves.png"
+    write_curves_csv(csv_path, history)
+    plot_curves(png_path, history, title=cfg.run_name)
+    return csv_path, png_path

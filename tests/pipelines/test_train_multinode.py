@@ -173,7 +173,7 @@ def test_resources_per_worker_reach_the_scaling_config() -> None:
         ("{CPU: 1}", "cpus_per_worker"),
         ("{x: -1}", r"\.x: expected a number >= 0"),
         ("{x: abc}", r"\.x: expected a number"),
-        ("3", "must be a mapping"),
+        ("3", r"train\.resources_per_worker: expected a mapping"),
     ):
         with pytest.raises(ValueError, match=message):
             TrainConfig().with_overrides([f"resources_per_worker={bad}"])
