@@ -78,5 +78,7 @@ def start_or_attach(
         local["num_cpus"] = num_cpus
     if object_store_mb is not None:
         local["object_store_memory"] = int(object_store_mb * 1024**2)
-    ray.init(**local, **logging)
+    # address="local": always a new private cluster. Without it ray.init() joins the latest cluster that `ray start`
+    # left on this machine (another user's, or another test worker's); joining one is what $RAY_ADDRESS is for.
+    ray.init(address="local", **local, **logging)
     return RaySession("started")

@@ -26,6 +26,7 @@ def ray_local() -> Iterator[str]:
     started = False
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a new cluster, never one that `ray start` (a two-node test) left running
             num_cpus=2,
             include_dashboard=False,
             object_store_memory=512 * 1024**2,

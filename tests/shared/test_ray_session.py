@@ -50,6 +50,7 @@ def test_a_local_cluster_gets_the_resource_options_and_no_token_auth(fake_ray: F
     assert session.how == "started" and session.owned and session.label == "local"
     assert fake_ray.calls == [
         {
+            "address": "local",
             "include_dashboard": False,
             "log_to_driver": False,
             "num_cpus": 3,
@@ -63,7 +64,7 @@ def test_a_local_cluster_gets_the_resource_options_and_no_token_auth(fake_ray: F
 
 def test_ray_defaults_are_left_to_ray(fake_ray: FakeRay) -> None:
     start_or_attach(include_dashboard=None, configure_logging=False)
-    assert fake_ray.calls == [{"include_dashboard": None, "configure_logging": False}]
+    assert fake_ray.calls == [{"address": "local", "include_dashboard": None, "configure_logging": False}]
 
 
 @pytest.mark.parametrize("auth_off", [False, True])
