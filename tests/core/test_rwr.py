@@ -122,6 +122,23 @@ def test_proximal_gamma_damps_changes(model: LandmarkDEQ) -> None:
     assert motion(10.0) < 0.5 * motion(0.0)
 
 
+def test_proximal_rwr_with_vanishing_gamma_equals_plain_rwr(model: LandmarkDEQ) -> None:
+    # gamma > 0 runs the proximal fixed-point solver (RwRTracker -> engine.full_solve(gamma=, z_prev=)); gamma = 0
+    # runs the plain fixed-steps hot path. As gamma -> 0 the proximal update tends to the plain one, so a gamma far
+    # below float32 resolution must give the plain path's landmarks to rounding (float32 coords in [0, 1) x crop px).
+    imgs = [_images(2, 40 + t) for t in range(4)]
+    prox = RwRTracker(model, cfg(budget_nfe=2, gamma=1e-12))
+    plain = RwRTracker(model, cfg(budget_nfe=2))
+    strong = RwRTracker(model, cfg(budget_nfe=2, gamma=1.0))  # and a real gamma does change the result
+    for t, im in enumerate(imgs):
+        a, b = prox.step_crops(im, ["a", "b"]), plain.step_crops(im, ["a", "b"])
+        np.testing.assert_allclose(a.coords, b.coords, rtol=0, atol=64 * S * np.finfo(np.float32).eps)
+        np.testing.assert_array_equal(a.nfe, b.nfe)
+        c = strong.step_crops(im, ["a", "b"])
+        if t > 0:  # warm frames (the first is a full solve for every gamma)
+            assert np.abs(c.coords - b.coords).max() > 1e-3
+
+
 def test_landmarks_are_mapped_back_to_frame_pixels(model: LandmarkDEQ) -> None:
     frames, boxes = _video(2, 0)
     res = RwRTracker(model, cfg()).step([frames[0]], boxes[:1], ["v"])
