@@ -190,7 +190,8 @@ class _GraphedSteps:
         size = model.cfg.image_size
         self.img = torch.zeros(batch, 3, size, size, device=dev).contiguous(memory_format=fmt)
         self.z0 = torch.zeros(model.z_shape(batch), device=dev).contiguous(memory_format=fmt)
-        self.theta = _identity_thetas(batch, dev) if warp else None
+        self.identity = _identity_thetas(batch, dev) if warp else None  # theta of the padding rows
+        self.theta = None if self.identity is None else self.identity.clone()
 
         def run() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             z0 = self.z0 if self.theta is None else warp_state_batch(self.z0, self.theta).contiguous(memory_format=fmt)
@@ -218,8 +219,8 @@ class _GraphedSteps:
         if n < self.img.shape[0]:  # padding rows: finite inputs, results discarded
             self.img[n:].zero_()
             self.z0[n:].zero_()
-            if self.theta is not None:
-                self.theta[n:].copy_(_identity_thetas(self.theta.shape[0] - n, self.theta.device))
+            if self.theta is not None and self.identity is not None:
+                self.theta[n:].copy_(self.identity[n:])
         self.graph.replay()
         coords, z, rel = self.out
         return coords[:n].clone(), z[:n].clone(), rel[:n].clone()

@@ -447,7 +447,8 @@ class LandmarkService:
         if self.settings.inference.warmup:  # compile + capture now: no request waits for it
             start = time.perf_counter()
             engine = self.batcher.tracker.engine
-            buckets = engine.warmup(self.settings.rwr.budget_nfe, b.max_batch_size)
+            rwr = self.settings.rwr  # the default request's graphs: with the state warp when it is on
+            buckets = engine.warmup(rwr.budget_nfe, b.max_batch_size, warp=rwr.warp_state)
             self.warmup = {"buckets": buckets, "seconds": round(time.perf_counter() - start, 3)}
             if buckets:
                 log.info(
