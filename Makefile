@@ -24,9 +24,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/ldeq demo
 
+# Two pytest-xdist workers: the tests of the session Ray cluster run in order on one of them, each other test module
+# is one unit of work (tests/conftest.py); TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -136,8 +136,8 @@ def track(
         except (DataError, ValueError, OSError) as err:  # NoFaceError (--require-face) is a DataError
             summary = TrackSummary(path, error=str(err))
         results.append(summary)
-        if summary.error:
-            console.print(f"[red]failed: {summary.error}")
+        if summary.error:  # soft wrap: a narrow terminal never folds the path inside the message
+            console.print(f"[red]failed: {summary.error}", soft_wrap=True)
 
     table = Table(title=f"ldeq track -> {out}")
     for col in ("input", "frames", "face ids", "rows", "frames/s", "status"):
@@ -149,7 +149,9 @@ def track(
     console.print(table)
     failed = [r for r in results if not r.ok]
     if failed:
-        console.print(f"[red]{len(failed)} of {len(results)} input(s) failed")
+        console.print(f"[red]{len(failed)} of {len(results)} input(s) failed:", soft_wrap=True)
+        for r in failed:  # the table may shorten paths to fit the terminal; these lines never do
+            console.print(f"  {r.path}: {r.error}", soft_wrap=True, markup=False, highlight=False)
         raise typer.Exit(code=1)
 
 

@@ -35,7 +35,6 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ldeq_core.defaults import BOX_EXPAND
 from ldeq_core.filters import TemporalFilter, make_filter
@@ -135,6 +134,8 @@ def match_boxes(tracks: np.ndarray, detections: np.ndarray, min_score: float) ->
     if len(tracks) == 0 or len(detections) == 0:
         return []
     score = affinity_matrix(tracks, detections)
+    from scipy.optimize import linear_sum_assignment  # lazy: scipy.optimize costs ~0.3 s at import
+
     rows, cols = linear_sum_assignment(-score)
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if score[r, c] >= min_score and score[r, c] > 0]
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from scipy.signal import lfilter
 
 
 class TemporalFilter(Protocol):
@@ -95,6 +94,8 @@ def ema_filter(signal: np.ndarray, alpha: float) -> np.ndarray:
     a = _check_param("alpha", alpha, 0.0, 1.0)
     s = _as_signal(signal)
     zi = ((1.0 - a) * s[0])[None]  # makes y_0 = a x_0 + zi = x_0
+    from scipy.signal import lfilter  # lazy: scipy.signal costs ~0.6 s at import, in every process using ldeq_core
+
     y, _ = lfilter([a], [1.0, -(1.0 - a)], s, axis=0, zi=zi)
     return y
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.integrate import simpson
 
 EYE_CORNERS: dict[int, tuple[int, int]] = {98: (60, 72), 68: (36, 45)}
 NORMS = ("inter_ocular", "face")
@@ -103,6 +102,8 @@ def fr_auc(nmes: np.ndarray, threshold: float = 0.1, step: float = 1e-4) -> tupl
     """
     xs, ys = ced_curve(nmes, threshold, step)
     e = np.asarray(nmes, dtype=np.float64)
+    from scipy.integrate import simpson  # lazy: scipy.integrate costs ~0.3 s at import
+
     return float(np.mean(e > threshold)), float(simpson(ys, x=xs) / threshold)
 
 

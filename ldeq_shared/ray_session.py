@@ -17,6 +17,11 @@ from typing import Any, Literal
 
 How = Literal["existing", "attached", "started"]
 
+# Environment defaults of a local cluster (each only where the variable is unset). A private throw-away cluster has
+# no token authentication; its one node cannot be drained or preempted, so Ray Train's preemption watcher (an
+# extra actor process per training run) has nothing to watch.
+LOCAL_CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
 
 @dataclass(frozen=True)
 class RaySession:
@@ -70,7 +75,8 @@ def start_or_attach(
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address=address, **logging)
         return RaySession("attached", address)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private throw-away cluster
+    for key, value in LOCAL_CLUSTER_ENV.items():  # read by the cluster's processes, which inherit this environment
+        os.environ.setdefault(key, value)
     local: dict[str, Any] = {"include_dashboard": include_dashboard}
     if log_to_driver is not None:
         local["log_to_driver"] = log_to_driver

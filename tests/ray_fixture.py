@@ -20,7 +20,12 @@ def ray_local() -> Iterator[str]:
 
     If Ray is already initialised in this process, that cluster is used and left running.
     """
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from ldeq_shared.ray_session import LOCAL_CLUSTER_ENV
+
+    # The cluster's processes inherit this environment: the local-cluster defaults of `ldeq`'s own clusters, and a
+    # Ray Train controller that polls its workers every 0.5 s instead of 2 s (each training run ends sooner).
+    for key, value in {**LOCAL_CLUSTER_ENV, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}.items():
+        os.environ.setdefault(key, value)
     import ray
 
     started = False

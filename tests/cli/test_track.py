@@ -100,9 +100,11 @@ def test_one_bad_file_in_a_folder_does_not_stop_the_others(tmp_path: Path, check
         np.save(boxes / f"{stem}.npy", _boxes()[:1] if stem == "photo" else _boxes())
     code, out = _run(str(folder), "--out", str(tmp_path / "out"), "--model", str(checkpoint), "--boxes", str(boxes))
     assert code == 1
-    flat = " ".join(out.split())
-    assert "3 of 4 input(s) failed" in flat
-    assert "notes.mp4" in flat and "cut.mp4" in flat and "photo.jpg" in flat
+    assert "3 of 4 input(s) failed:" in out
+    lines = out.splitlines()
+    for name in ("notes.mp4", "cut.mp4", "photo.jpg"):  # whole paths, one line each, however long the tmp path
+        assert any(line.strip().startswith(f"{folder / name}: ") for line in lines), (name, out[-2000:])
+    assert not any(line.strip().startswith(f"{folder / 'good.mp4'}: ") for line in lines)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv", "good.overlay.mp4"]  # no partials
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ldeq_shared.net import free_port
-from ldeq_shared.ray_session import start_or_attach
+from ldeq_shared.ray_session import LOCAL_CLUSTER_ENV, start_or_attach
 
 
 class FakeRay(types.ModuleType):
@@ -34,7 +34,8 @@ def fake_ray(monkeypatch: pytest.MonkeyPatch) -> FakeRay:
     ray = FakeRay()
     monkeypatch.setitem(sys.modules, "ray", ray)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    for key in LOCAL_CLUSTER_ENV:
+        monkeypatch.delenv(key, raising=False)
     return ray
 
 
@@ -59,7 +60,13 @@ def test_a_local_cluster_gets_the_resource_options_and_no_token_auth(fake_ray: F
             "logging_level": logging.WARNING,
         }
     ]
-    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+    assert os.environ["RAY_AUTH_MODE"] == "disabled" and os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+
+
+def test_a_local_cluster_keeps_environment_settings_made_by_the_user(fake_ray: FakeRay, monkeypatch) -> None:
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")
+    start_or_attach()
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1" and os.environ["RAY_AUTH_MODE"] == "disabled"
 
 
 def test_ray_defaults_are_left_to_ray(fake_ray: FakeRay) -> None:
@@ -76,6 +83,7 @@ def test_attaching_passes_no_resource_option(fake_ray: FakeRay, monkeypatch, aut
     assert session.how == "attached" and session.owned and session.label == "10.0.0.1:6379"
     assert fake_ray.calls == [{"address": "10.0.0.1:6379", "configure_logging": True, "logging_level": logging.WARNING}]
     assert os.environ.get("RAY_AUTH_MODE") == ("disabled" if auth_off else None)
+    assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ  # a cluster we join is not ours to configure
 
 
 def test_free_port_is_bindable() -> None:
