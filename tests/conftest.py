@@ -44,14 +44,30 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(old)
 
 
-RAY_GROUP = "ray-session"
+def xdist_group(item: pytest.Item) -> str:
+    """The unit of work of ``item`` under ``pytest -n 2 --dist loadgroup`` (pytest-xdist).
+
+    Tests of the session Ray cluster (``ray_local``) share that cluster's CPUs, so they run in order on one worker:
+    the Serve tests (one session deployment) in one group, the data/train/evaluate tests in another, each group with
+    its own cluster on whichever worker takes it. Every other test module is one unit, so its module-scoped fixtures
+    are built once."""
+    module = item.nodeid.split("::")[0]
+    if "ray_local" not in item.fixturenames:
+        return module
+    return "ray-serve" if module.startswith(("tests/serve/", "tests/bench/test_bench_serve")) else "ray-pipelines"
+
+
+# Under `--dist loadgroup --no-loadscope-reorder` the longest units go first (each a minute or more serially); the
+# rest keep their collection order.
+FIRST_UNITS = ("ray-pipelines", "tests/pipelines/test_train_multinode.py", "ray-serve")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into node-id suffixes
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Work units for ``pytest -n 2 --dist loadgroup`` (pytest-xdist): every test of the session Ray cluster
-    (``ray_local``, and so the Serve deployment) runs on one worker, in collection order, since they share that
-    cluster's CPUs; every other test module is one unit, so its module-scoped fixtures are built once."""
+    """Mark every test with its :func:`xdist_group`; under ``--dist loadgroup`` put the longest units first."""
+    groups = {item.nodeid: xdist_group(item) for item in items}
     for item in items:
-        group = RAY_GROUP if "ray_local" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    if config.getoption("dist", "no") == "loadgroup":
+        rank = {g: i for i, g in enumerate(FIRST_UNITS)}
+        items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))  # stable: order within a unit kept
