@@ -5,9 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
+
+if TYPE_CHECKING:  # the command imports torch and the model only when it runs (a fast `ldeq --help`)
+    import torch
+    from rich.console import Console
+
+    from ldeq_cli.track import TrackSummary
+    from ldeq_core.checkpoints import LoadedCheckpoint
+    from ldeq_core.face_detect import FaceDetector
+    from ldeq_core.face_tracking import FaceTrackingConfig
+    from ldeq_core.landmarker import FaceLandmarker, VideoSettings
 
 _MODEL_HELP = "zoo model name (ldeq models list) or checkpoint path; default: the best 68-point zoo model"
 
@@ -47,76 +57,135 @@ def track(
 ) -> None:
     """Track every face in each input; write <out>/<stem>.csv (one row per frame and face) and an overlay."""
     from rich.console import Console
-    from rich.table import Table
-    from tqdm import tqdm
 
-    from ldeq_cli.track import TrackSummary, collect_inputs, load_boxes, output_stems, track_file
     from ldeq_core.face_tracking import FaceTrackingConfig
-    from ldeq_core.landmarker import (
-        FaceLandmarker,
-        default_settings,
-        load_model,
-        onnx_device,
-        onnx_engine,
-        resolve_device,
-    )
-    from ldeq_shared.errors import DataError
 
     console = Console(stderr=True)
     try:
-        params = json.loads(filter_params) if filter_params else None
-        if params is not None and not isinstance(params, dict):
-            raise ValueError("--filter-params must be a JSON object")
-        tracking = FaceTrackingConfig(detect_every=detect_every, max_faces=max_faces)
         if runtime not in ("torch", "onnx"):
             raise ValueError(f"--runtime must be torch or onnx, got {runtime!r}")
         if onnx_file is not None and runtime != "onnx":
             raise ValueError("--onnx-file needs --runtime onnx")
-        dev = resolve_device(onnx_device(device) if runtime == "onnx" else device)
-        ckpt = load_model(model, dev)
-        base = default_settings(ckpt)  # the zoo card's recommended video mode; options override it
-        given = {"mode": mode, "budget_nfe": budget_nfe, "gamma": gamma, "filter": filter_name, "warp_state": warp}
-        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-        if filter_name is not None and filter_name != base.filter:
-            changes["filter_params"] = {}  # the card's parameters belong to the card's filter
-        if params is not None:
-            changes["filter_params"] = params
-        settings = dataclasses.replace(base, **changes)
-        # one engine for every input: the ONNX graphs are exported (or read) and loaded once
-        engine = onnx_engine(ckpt, settings, onnx_file) if runtime == "onnx" else None
-        if boxes is None:
-            from ldeq_core.face_detect import make_detector
-
-            det = make_detector(detector)
-        else:
-            det = None
+        setup = _set_up(
+            model,
+            device,
+            runtime,  # type: ignore[arg-type]  # checked above
+            onnx_file,
+            detector=detector if boxes is None else None,
+            tracking=FaceTrackingConfig(detect_every=detect_every, max_faces=max_faces),
+            options={"mode": mode, "budget_nfe": budget_nfe, "gamma": gamma, "filter": filter_name, "warp_state": warp},
+            filter_params=filter_params,
+        )
     except (ValueError, OSError, ImportError, json.JSONDecodeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
-
-    def make(fps: float) -> FaceLandmarker:
-        return FaceLandmarker(
-            ckpt,
-            settings,
-            detector=det,
-            tracking=tracking,
-            fps=fps,
-            device=str(dev),
-            runtime="onnx" if engine is not None else "torch",
-            engine=engine,
-        )
+    from ldeq_cli.track import collect_inputs
 
     files, results = collect_inputs(inputs)
-    name = str(ckpt.metadata.get("zoo_name") or f"{model} (sha256 {ckpt.sha256[:12]})")
-    console.print(
-        f"ldeq track: {len(files)} input(s), model {name} ({ckpt.model.cfg.n_landmarks} points, "
-        f"{ckpt.model.cfg.image_size} px), mode {settings.mode}"
-        + (f" {settings.budget_nfe} NFE" if settings.mode == "rwr" else "")
-        + (" + state warp" if settings.mode == "rwr" and settings.warp_state else "")
-        + (f", filter {settings.filter} {settings.filter_params}" if settings.filter != "none" else "")
-        + f", device {dev}"
-        + (f", runtime {engine.describe()}" if engine is not None else "")
-    )
+    console.print(f"ldeq track: {len(files)} input(s), {setup.describe(model)}")
+    results += _track_files(files, out, setup, boxes, overlay=not no_overlay, require_face=require_face,
+                            quiet=quiet, console=console)  # fmt: skip
+    if not _report(results, out, console):
+        raise typer.Exit(code=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What every input of one ``ldeq track`` call shares: the model, its video settings, the detector (None with
+    ``--boxes``), the tracking settings and, with ``--runtime onnx``, the engine."""
+
+    ckpt: LoadedCheckpoint
+    device: torch.device
+    runtime: Literal["torch", "onnx"]
+    settings: VideoSettings
+    tracking: FaceTrackingConfig
+    detector: FaceDetector | None
+    engine: Any  # ldeq_core.onnx_runtime.OnnxEngine with --runtime onnx, else None
+
+    def landmarker(self, fps: float) -> FaceLandmarker:
+        """A fresh :class:`~ldeq_core.landmarker.FaceLandmarker` for one input of frame rate ``fps``."""
+        from ldeq_core.landmarker import FaceLandmarker
+
+        return FaceLandmarker(
+            self.ckpt,
+            self.settings,
+            detector=self.detector,
+            tracking=self.tracking,
+            fps=fps,
+            device=str(self.device),
+            runtime=self.runtime,
+            engine=self.engine,
+        )
+
+    def describe(self, model: str | None) -> str:
+        """The model, the video mode and where it runs, in one line."""
+        ckpt, s = self.ckpt, self.settings
+        name = str(ckpt.metadata.get("zoo_name") or f"{model} (sha256 {ckpt.sha256[:12]})")
+        return (
+            f"model {name} ({ckpt.model.cfg.n_landmarks} points, {ckpt.model.cfg.image_size} px), mode {s.mode}"
+            + (f" {s.budget_nfe} NFE" if s.mode == "rwr" else "")
+            + (" + state warp" if s.mode == "rwr" and s.warp_state else "")
+            + (f", filter {s.filter} {s.filter_params}" if s.filter != "none" else "")
+            + f", device {self.device}"
+            + (f", runtime {self.engine.describe()}" if self.engine is not None else "")
+        )
+
+
+def _set_up(
+    model: str | None,
+    device: str,
+    runtime: Literal["torch", "onnx"],
+    onnx_file: Path | None,
+    *,
+    detector: str | None,
+    tracking: FaceTrackingConfig,
+    options: dict[str, Any],
+    filter_params: str | None,
+) -> _Setup:
+    """Pick the device, load the model, settle its video settings (the zoo card's, with the ``options`` that are
+    not None in their place), then the face detector (``detector`` None: boxes are given) and the ONNX engine
+    (exported or read, and loaded, once for every input)."""
+    from ldeq_core.landmarker import default_settings, load_model, onnx_device, onnx_engine, resolve_device
+
+    params = json.loads(filter_params) if filter_params else None
+    if params is not None and not isinstance(params, dict):
+        raise ValueError("--filter-params must be a JSON object")
+    dev = resolve_device(onnx_device(device) if runtime == "onnx" else device)
+    ckpt = load_model(model, dev)
+    base = default_settings(ckpt)
+    changes = {k: v for k, v in options.items() if v is not None}
+    if changes.get("filter", base.filter) != base.filter:
+        changes["filter_params"] = {}  # the card's parameters belong to the card's filter
+    if params is not None:
+        changes["filter_params"] = params
+    settings = dataclasses.replace(base, **changes)
+    det = None
+    if detector is not None:
+        from ldeq_core.face_detect import make_detector
+
+        det = make_detector(detector)
+    engine = onnx_engine(ckpt, settings, onnx_file) if runtime == "onnx" else None
+    return _Setup(ckpt, dev, runtime, settings, tracking, det, engine)
+
+
+def _track_files(
+    files: list[Path],
+    out: Path,
+    setup: _Setup,
+    boxes: Path | None,
+    *,
+    overlay: bool,
+    require_face: bool,
+    quiet: bool,
+    console: Console,
+) -> list[TrackSummary]:
+    """Track each file in turn; a file that fails gets a summary with its error and the others go on."""
+    from tqdm import tqdm
+
+    from ldeq_cli.track import TrackSummary, load_boxes, output_stems, track_file
+    from ldeq_shared.errors import DataError
+
+    results: list[TrackSummary] = []
     for path, stem in zip(files, output_stems(files), strict=True):
         try:
             face_boxes = load_boxes(boxes, path, len(files))
@@ -125,9 +194,9 @@ def track(
                     path,
                     stem,
                     out,
-                    make,
+                    setup.landmarker,
                     boxes=face_boxes,
-                    overlay=not no_overlay,
+                    overlay=overlay,
                     require_face=require_face,
                     progress=bar.update,
                 )
@@ -138,6 +207,12 @@ def track(
         results.append(summary)
         if summary.error:  # soft wrap: a narrow terminal never folds the path inside the message
             console.print(f"[red]failed: {summary.error}", soft_wrap=True)
+    return results
+
+
+def _report(results: list[TrackSummary], out: Path, console: Console) -> bool:
+    """Print the summary table, then every failed input with its whole path; True when none failed."""
+    from rich.table import Table
 
     table = Table(title=f"ldeq track -> {out}")
     for col in ("input", "frames", "face ids", "rows", "frames/s", "status"):
@@ -151,8 +226,9 @@ def track(
     if failed:
         console.print(f"[red]{len(failed)} of {len(results)} input(s) failed:", soft_wrap=True)
         for r in failed:  # the table may shorten paths to fit the terminal; these lines never do
-            console.print(f"  {r.path}: {r.error}", soft_wrap=True, markup=False, highlight=False)
-        raise typer.Exit(code=1)
+            message = (r.error or "").removeprefix(f"{r.path}: ")  # most errors already start with the path
+            console.print(f"  {r.path}: {message}", soft_wrap=True, markup=False, highlight=False)
+    return not failed
 
 
 def register(app: typer.Typer) -> None:
