@@ -62,14 +62,10 @@ def track(
 
     console = Console(stderr=True)
     try:
-        if runtime not in ("torch", "onnx"):
-            raise ValueError(f"--runtime must be torch or onnx, got {runtime!r}")
-        if onnx_file is not None and runtime != "onnx":
-            raise ValueError("--onnx-file needs --runtime onnx")
         setup = _set_up(
             model,
             device,
-            runtime,  # type: ignore[arg-type]  # checked above
+            runtime,
             onnx_file,
             detector=detector if boxes is None else None,
             tracking=FaceTrackingConfig(detect_every=detect_every, max_faces=max_faces),
@@ -134,7 +130,7 @@ class _Setup:
 def _set_up(
     model: str | None,
     device: str,
-    runtime: Literal["torch", "onnx"],
+    runtime: str,
     onnx_file: Path | None,
     *,
     detector: str | None,
@@ -142,15 +138,20 @@ def _set_up(
     options: dict[str, Any],
     filter_params: str | None,
 ) -> _Setup:
-    """Pick the device, load the model, settle its video settings (the zoo card's, with the ``options`` that are
-    not None in their place), then the face detector (``detector`` None: boxes are given) and the ONNX engine
-    (exported or read, and loaded, once for every input)."""
+    """Check the runtime options, pick the device, load the model, settle its video settings (the zoo card's,
+    with the ``options`` that are not None in their place), then the face detector (``detector`` None: boxes are
+    given) and the ONNX engine (exported or read, and loaded, once for every input)."""
     from ldeq_core.landmarker import default_settings, load_model, onnx_device, onnx_engine, resolve_device
 
+    if runtime not in ("torch", "onnx"):
+        raise ValueError(f"--runtime must be torch or onnx, got {runtime!r}")
+    if onnx_file is not None and runtime != "onnx":
+        raise ValueError("--onnx-file needs --runtime onnx")
+    rt: Literal["torch", "onnx"] = "onnx" if runtime == "onnx" else "torch"
     params = json.loads(filter_params) if filter_params else None
     if params is not None and not isinstance(params, dict):
         raise ValueError("--filter-params must be a JSON object")
-    dev = resolve_device(onnx_device(device) if runtime == "onnx" else device)
+    dev = resolve_device(onnx_device(device) if rt == "onnx" else device)
     ckpt = load_model(model, dev)
     base = default_settings(ckpt)
     changes = {k: v for k, v in options.items() if v is not None}
@@ -164,8 +165,8 @@ def _set_up(
         from ldeq_core.face_detect import make_detector
 
         det = make_detector(detector)
-    engine = onnx_engine(ckpt, settings, onnx_file) if runtime == "onnx" else None
-    return _Setup(ckpt, dev, runtime, settings, tracking, det, engine)
+    engine = onnx_engine(ckpt, settings, onnx_file) if rt == "onnx" else None
+    return _Setup(ckpt, dev, rt, settings, tracking, det, engine)
 
 
 def _track_files(
